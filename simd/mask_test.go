@@ -61,3 +61,32 @@ func TestMaskChunkedEqualsOneShot(t *testing.T) {
 		}
 	}
 }
+
+func TestMaskCopyMatchesBytewise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 125, 126, 1000, 4096} {
+		for pos := 0; pos < 4; pos++ {
+			key := [4]byte{byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())}
+			src := make([]byte, n)
+			for i := range src {
+				src[i] = byte(rng.Uint32())
+			}
+			orig := bytes.Clone(src)
+			want := bytes.Clone(src)
+			wantPos := maskBytewise(key, pos, want)
+			dst := make([]byte, n+8)
+			for i := range dst {
+				dst[i] = 0xAA
+			}
+			gotPos := MaskCopy(key, pos, dst, src)
+			if gotPos != wantPos || !bytes.Equal(dst[:n], want) || !bytes.Equal(src, orig) {
+				t.Fatalf("n=%d pos=%d: wrong result", n, pos)
+			}
+			for _, c := range dst[n:] {
+				if c != 0xAA {
+					t.Fatalf("n=%d pos=%d: wrote past len(src)", n, pos)
+				}
+			}
+		}
+	}
+}

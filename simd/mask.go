@@ -4,15 +4,85 @@
 // Every byte a client sends is masked, so unmasking touches all inbound
 // traffic. The exported functions are safe for any input length and any
 // starting key offset; an implementation is chosen once at start-up from
-// the CPU's features.
+// the CPU's features (AVX-512, AVX2 or SSE2 on amd64, NEON on arm64, a
+// portable word-at-a-time loop elsewhere or under the purego build tag).
 package simd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"unsafe"
+)
+
+// Implementations, in the order Impl names them. The amd64 ladder is
+// AVX-512 → AVX2 → SSE2 → generic; arm64 has NEON → generic.
+const (
+	implGeneric = iota
+	implSSE2
+	implAVX2
+	implAVX512
+	implNEON
+	numImpls
+)
+
+var implNames = [numImpls]string{
+	implGeneric: "generic",
+	implSSE2:    "sse2",
+	implAVX2:    "avx2",
+	implAVX512:  "avx512",
+	implNEON:    "neon",
+}
+
+// impl selects the path Mask and MaskCopy take. It is set once at start-up
+// to the best one the CPU supports (see bestImpl in the per-architecture
+// files) and changed afterwards only by Use. A switch on a package int costs
+// one predictable branch, which matters for 16-byte payloads.
+var impl = bestImpl()
+
+// Impl names the implementation in use: "avx512", "avx2", "sse2", "neon" or
+// "generic".
+func Impl() string { return implNames[impl] }
+
+// Use switches Mask and MaskCopy to the named implementation and returns a
+// function that restores the previous one. It exists so tests and
+// benchmarks can walk down the feature ladder; it is not safe to call while
+// other goroutines are masking. It fails for an unknown name and, wrapping
+// errors.ErrUnsupported, for a path this CPU or build lacks.
+func Use(name string) (restore func(), err error) {
+	for i, s := range implNames {
+		if s != name {
+			continue
+		}
+		if !implAvailable(i) {
+			return nil, fmt.Errorf("simd: implementation %q: %w", name, errors.ErrUnsupported)
+		}
+		prev := impl
+		impl = i
+		return func() { impl = prev }, nil
+	}
+	return nil, fmt.Errorf("simd: unknown implementation %q", name)
+}
+
+// rotKey returns the masking key as a little-endian word turned so that its
+// low byte is the key byte for payload offset pos: the kernels then never
+// need to know pos.
+func rotKey(key [4]byte, pos int) uint32 {
+	return bits.RotateLeft32(binary.LittleEndian.Uint32(key[:]), -8*(pos&3))
+}
 
 // Mask XORs b in place with the masking key, treating b as the payload bytes
 // pos, pos+1, … of one frame (pos counts from the frame's first payload byte,
 // so a parser can unmask a payload that arrives in pieces). It returns the key
 // offset for the byte after b: (pos+len(b))&3.
 func Mask(key [4]byte, pos int, b []byte) int {
-	return maskGeneric(key, pos, b)
+	if impl == implGeneric {
+		return maskGeneric(key, pos, b)
+	}
+	p := unsafe.SliceData(b)
+	xorKey(p, p, len(b), rotKey(key, pos))
+	return (pos + len(b)) & 3
 }
 
 // MaskCopy writes src XOR the masking key stream into dst in one pass, as if
@@ -35,5 +105,9 @@ func MaskCopy(key [4]byte, pos int, dst, src []byte) int {
 	if inexactOverlap(dst, src) {
 		panic("simd: MaskCopy: invalid buffer overlap")
 	}
-	return maskCopyGeneric(key, pos, dst, src)
+	if impl == implGeneric {
+		return maskCopyGeneric(key, pos, dst, src)
+	}
+	xorKey(unsafe.SliceData(dst), unsafe.SliceData(src), len(src), rotKey(key, pos))
+	return (pos + len(src)) & 3
 }

@@ -1,0 +1,108 @@
+package mux
+
+import "sync"
+
+// Buffers come in three fixed size classes so that sessions can drop them
+// when drained (an idle connection holds no large buffer) and get them back
+// without allocating. A buffer larger than the biggest class (a receive
+// buffer of an auto-tuned window) is allocated and left to the GC.
+const (
+	classSmall  = 4 << 10
+	classMedium = 64 << 10
+	classLarge  = InitialWindow
+)
+
+var (
+	poolSmall  = sync.Pool{New: func() any { return new([classSmall]byte) }}
+	poolMedium = sync.Pool{New: func() any { return new([classMedium]byte) }}
+	poolLarge  = sync.Pool{New: func() any { return new([classLarge]byte) }}
+)
+
+// getBuf returns an empty slice with capacity at least n.
+func getBuf(n int) []byte {
+	switch {
+	case n <= classSmall:
+		return poolSmall.Get().(*[classSmall]byte)[:0]
+	case n <= classMedium:
+		return poolMedium.Get().(*[classMedium]byte)[:0]
+	case n <= classLarge:
+		return poolLarge.Get().(*[classLarge]byte)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// putBuf returns b, obtained from getBuf, to its pool. It panics on a
+// capacity that is neither a class nor above the largest class: that is a
+// slice getBuf never handed out.
+func putBuf(b []byte) {
+	switch cap(b) {
+	case classSmall:
+		poolSmall.Put((*[classSmall]byte)(b[:classSmall]))
+	case classMedium:
+		poolMedium.Put((*[classMedium]byte)(b[:classMedium]))
+	case classLarge:
+		poolLarge.Put((*[classLarge]byte)(b[:classLarge]))
+	default:
+		if cap(b) <= classLarge {
+			panic("mux: putBuf of a foreign buffer")
+		}
+	}
+}
+
+// queue is a FIFO byte buffer: bytes live in b[off:]. It holds no memory
+// while empty.
+type queue struct {
+	b   []byte
+	off int
+}
+
+func (q *queue) len() int      { return len(q.b) - q.off }
+func (q *queue) bytes() []byte { return q.b[q.off:] }
+func (q *queue) empty() bool   { return q.off == len(q.b) }
+
+// reserve makes room for n more bytes, compacting or moving to a larger
+// class. It returns the offset shift applied to existing bytes (bytes that
+// were at index i are now at i-shift).
+func (q *queue) reserve(n int) (shift int) {
+	if cap(q.b)-len(q.b) >= n {
+		return 0
+	}
+	live := q.len()
+	if q.b != nil && cap(q.b)-live >= n {
+		copy(q.b, q.b[q.off:])
+		shift = q.off
+		q.b = q.b[:live]
+		q.off = 0
+		return shift
+	}
+	nb := getBuf(live + n)
+	nb = append(nb, q.b[q.off:]...)
+	if q.b != nil {
+		putBuf(q.b)
+	}
+	shift = q.off
+	q.b, q.off = nb, 0
+	return shift
+}
+
+// write appends p (room must have been reserved or is reserved here).
+func (q *queue) write(p []byte) {
+	q.reserve(len(p))
+	q.b = append(q.b, p...)
+}
+
+// discard drops n bytes from the front and releases the buffer when empty.
+func (q *queue) discard(n int) {
+	q.off += n
+	if q.off == len(q.b) {
+		q.release()
+	}
+}
+
+// release returns the buffer to its pool.
+func (q *queue) release() {
+	if q.b != nil {
+		putBuf(q.b)
+	}
+	q.b, q.off = nil, 0
+}

@@ -1,0 +1,129 @@
+package mux
+
+import "time"
+
+// InitialWindow is the per-stream, per-direction flow-control window both
+// sides assume at stream open without any exchange (spec.md "Flow Control":
+// 256 KiB). It is not configurable: a smaller value would be a protocol
+// violation by us, a larger one is granted with window updates.
+const InitialWindow = 256 << 10
+
+// Default limits. Each one bounds what a peer can make us hold.
+const (
+	// DefaultMaxStreams bounds live inbound streams and, separately, live
+	// outbound streams. go-yamux MaxIncomingStreams and js-yamux
+	// maxInboundStreams default to 1000. Worst-case buffered receive memory
+	// is MaxStreams × InitialWindow if handlers never consume.
+	DefaultMaxStreams = 1000
+
+	// DefaultAcceptBacklog bounds inbound streams not yet accepted by the
+	// embedder, and our own un-ACKed outbound SYNs (go-yamux AcceptBacklog;
+	// the spec asks for at most 256 un-ACKed streams).
+	DefaultAcceptBacklog = 256
+
+	// DefaultMaxRefusedStreams is how many SYNs in a row we refuse with RST
+	// (limits reached, or going away) before treating the peer as flooding
+	// and ending the session with GoAway(protocol error). The count resets
+	// whenever an inbound stream is admitted.
+	DefaultMaxRefusedStreams = 256
+
+	// DefaultMaxWindow caps the receive window auto-tuning grants one
+	// stream. go-yamux allows 16 MiB; a server multiplexing many
+	// connections keeps it at 4 MiB (≈ 40 MB/s at 100 ms RTT per stream).
+	DefaultMaxWindow = 4 << 20
+
+	// DefaultMaxWindowGrowth caps, per session, the sum over streams of
+	// (receive window − InitialWindow): auto-tuning stops when it is used
+	// up, so a session never promises more than
+	// MaxStreams×InitialWindow + MaxWindowGrowth bytes of receive buffer.
+	DefaultMaxWindowGrowth = 16 << 20
+
+	// DefaultMaxFramePayload is the largest Data payload we send:
+	// go-yamux MaxMessageSize (64 KiB) minus the header. Inbound Data
+	// frames are bounded by the receive window instead (js-yamux sends
+	// frames as large as the window).
+	DefaultMaxFramePayload = 64<<10 - HeaderLen
+
+	// DefaultMaxOutput bounds the queued outbound stream data (headers
+	// included). Stream writes beyond it are short (ErrWouldBlock), so a
+	// peer that never reads cannot make the queue grow.
+	DefaultMaxOutput = 256 << 10
+
+	// DefaultMaxControlOutput bounds queued control frames (window updates,
+	// pongs, RSTs, SYN/ACK). Those are provoked by the peer; if it keeps
+	// provoking them without reading, the session ends with
+	// GoAway(internal error) instead of growing the queue.
+	DefaultMaxControlOutput = 64 << 10
+
+	// DefaultPingBacklog is how many pongs may wait in the output queue;
+	// extra pings are dropped (go-yamux PingBacklog).
+	DefaultPingBacklog = 32
+
+	// DefaultKeepAliveInterval: after this long without receiving a frame
+	// we send a ping (go-yamux KeepAliveInterval).
+	DefaultKeepAliveInterval = 30 * time.Second
+
+	// DefaultPingTimeout: a ping unanswered for this long ends the session
+	// with ErrKeepAliveTimeout (go-yamux ConnectionWriteTimeout, which it
+	// uses as its ping timeout).
+	DefaultPingTimeout = 10 * time.Second
+)
+
+// Config holds a session's limits and callbacks. The zero value of every
+// numeric field means "use the default".
+type Config struct {
+	// OnStream is called (from Input) when the peer opens a stream. The
+	// embedder calls st.Accept(handler) now or later, or st.Reset() to
+	// refuse. Until accepted, the stream counts against AcceptBacklog and
+	// its data is buffered (within the initial window). A nil OnStream
+	// refuses every inbound stream with RST.
+	OnStream func(st *Stream)
+
+	MaxStreams        int
+	AcceptBacklog     int
+	MaxRefusedStreams int
+	MaxWindow         uint32
+	MaxWindowGrowth   int64
+	MaxFramePayload   int
+	MaxOutput         int
+	MaxControlOutput  int
+	PingBacklog       int
+
+	// KeepAliveInterval < 0 disables keepalive pings (and the initial RTT
+	// ping).
+	KeepAliveInterval time.Duration
+	PingTimeout       time.Duration
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxStreams, DefaultMaxStreams)
+	def(&c.AcceptBacklog, DefaultAcceptBacklog)
+	def(&c.MaxRefusedStreams, DefaultMaxRefusedStreams)
+	def(&c.MaxFramePayload, DefaultMaxFramePayload)
+	def(&c.MaxOutput, DefaultMaxOutput)
+	def(&c.MaxControlOutput, DefaultMaxControlOutput)
+	def(&c.PingBacklog, DefaultPingBacklog)
+	if c.MaxWindow == 0 {
+		c.MaxWindow = DefaultMaxWindow
+	}
+	if c.MaxWindow < InitialWindow {
+		c.MaxWindow = InitialWindow
+	}
+	if c.MaxWindowGrowth <= 0 {
+		c.MaxWindowGrowth = DefaultMaxWindowGrowth
+	}
+	if c.MaxOutput < HeaderLen+1 {
+		c.MaxOutput = HeaderLen + 1
+	}
+	if c.KeepAliveInterval == 0 {
+		c.KeepAliveInterval = DefaultKeepAliveInterval
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = DefaultPingTimeout
+	}
+}

@@ -1,0 +1,583 @@
+package mux
+
+import (
+	"encoding/binary"
+	"math"
+	"time"
+)
+
+// Session is one yamux session (one per connection), as a sans-IO state
+// machine: it never blocks, starts no goroutine, owns no timer and does no
+// I/O. The embedder feeds it received plaintext with Input, drains frames
+// to send with AppendOutput, and calls Tick when the deadline Tick returned
+// passes. All methods, and the Stream methods, must be called by one owner at
+// a time (the engine's per-connection lock); Handler callbacks run inside
+// those calls.
+//
+// Once a method returns a session error (Input, Tick) the session is dead:
+// drain AppendOutput one last time (it may hold a GoAway) and close the
+// connection.
+type Session struct {
+	cfg     Config
+	streams map[uint32]*Stream
+	client  bool
+	nextID  uint64
+
+	numInbound  int   // live streams the peer opened
+	numOutbound int   // live streams we opened
+	backlog     int   // inbound streams not yet accepted
+	unacked     int   // outbound streams whose SYN is not yet ACKed
+	refused     int   // SYNs refused in a row
+	growth      int64 // Σ (recvWindow − InitialWindow) over live streams
+
+	// Receive side: a Data frame whose payload is still arriving.
+	rxRemain uint32
+	rxStream *Stream // nil: drain the payload
+	rxFIN    bool
+
+	// Send side: control frames go out before stream data, switching only
+	// at frame boundaries.
+	ctl          queue
+	data         queue
+	dataMid      int // bytes left of a data-queue frame partly drained
+	lastFrame    int // offset in data.b of the last Data frame, -1 if none
+	lastID       uint32
+	lastLen      int
+	pendingPongs int
+	writers      []*Stream // streams waiting for OnWritable
+	spare        []*Stream
+
+	// Keepalive.
+	now      time.Time
+	lastRecv time.Time
+	pingSent time.Time
+	rtt      time.Duration
+	pingID   uint32
+	pingOut  bool
+
+	localGoAway  bool
+	remoteGoAway bool
+	err          error
+}
+
+// NewServer returns a session for the listening side (our streams get even
+// IDs). now starts the keepalive clock.
+func NewServer(cfg Config, now time.Time) *Session { return newSession(cfg, false, now) }
+
+// NewClient returns a session for the dialing side (odd stream IDs).
+func NewClient(cfg Config, now time.Time) *Session { return newSession(cfg, true, now) }
+
+func newSession(cfg Config, client bool, now time.Time) *Session {
+	cfg.setDefaults()
+	s := &Session{
+		cfg:       cfg,
+		streams:   make(map[uint32]*Stream),
+		client:    client,
+		nextID:    2,
+		lastFrame: -1,
+		now:       now,
+		lastRecv:  now,
+	}
+	if client {
+		s.nextID = 1
+	}
+	if cfg.KeepAliveInterval > 0 {
+		// Like go-yamux, ping at start: the answer gives the RTT that
+		// window auto-tuning needs.
+		s.sendPing(now)
+	}
+	return s
+}
+
+// Err returns the error that ended the session, or nil.
+func (s *Session) Err() error { return s.err }
+
+// RTT returns the last measured ping round trip (0 before the first pong).
+func (s *Session) RTT() time.Duration { return s.rtt }
+
+// NumStreams returns the number of live streams (both directions).
+func (s *Session) NumStreams() int { return len(s.streams) }
+
+// IsClient reports the role.
+func (s *Session) IsClient() bool { return s.client }
+
+// Input processes received bytes. It consumes every complete frame and the
+// available part of a Data payload (payloads are delivered as they arrive,
+// so a frame as large as the window never needs to be buffered whole). It
+// leaves unconsumed only a trailing partial header (at most 11 bytes): the
+// caller must present in[consumed:] again, followed by the next bytes it
+// receives. Data reaches handlers through Handler.OnData during this call,
+// possibly as slices of in.
+//
+// A protocol violation queues GoAway(CodeProtocolError), resets every
+// stream and returns an *Error; a GoAway from the peer with a non-zero code
+// returns an *Error with Remote set. After an error the session is dead.
+func (s *Session) Input(in []byte, now time.Time) (consumed int, err error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	s.now = now
+	if len(in) > 0 {
+		s.lastRecv = now
+	}
+	i := 0
+	for i < len(in) && s.err == nil {
+		if s.rxRemain > 0 {
+			k := len(in) - i
+			if uint32(k) > s.rxRemain || k > math.MaxUint32 {
+				k = int(s.rxRemain)
+			}
+			if st := s.rxStream; st != nil && (st.state == StreamOpen || st.state == StreamLocalClosed) {
+				st.deliver(in[i : i+k])
+			}
+			i += k
+			s.rxRemain -= uint32(k)
+			if s.rxRemain == 0 {
+				s.endData()
+			}
+			continue
+		}
+		h, n, err := ParseHeader(in[i:])
+		if err == ErrShortBuffer {
+			break
+		}
+		if err != nil {
+			return i, s.fail(err.(*Error))
+		}
+		i += n
+		s.handle(h)
+	}
+	if s.err != nil {
+		return i, s.err
+	}
+	s.notifyWritable()
+	return i, s.err
+}
+
+// endData finishes a Data frame whose payload has been delivered.
+func (s *Session) endData() {
+	st, fin := s.rxStream, s.rxFIN
+	s.rxStream, s.rxFIN = nil, false
+	if fin && st != nil {
+		st.remoteFIN()
+	}
+}
+
+// handle processes one frame header (and, for Data, sets up payload
+// delivery).
+func (s *Session) handle(h Header) {
+	switch h.Type {
+	case TypePing:
+		s.handlePing(h)
+		return
+	case TypeGoAway:
+		s.handleGoAway(h)
+		return
+	}
+	// Data or WindowUpdate.
+	if h.StreamID == 0 {
+		// go-yamux ignores these; js-yamux answers GoAway(1). No correct
+		// peer sends them.
+		s.fail(errStreamZero)
+		return
+	}
+	var st *Stream
+	if h.Flags&FlagSYN != 0 {
+		st = s.incoming(h.StreamID)
+		if s.err != nil {
+			return
+		}
+	} else {
+		st = s.streams[h.StreamID]
+	}
+	// A nil st is a stream we do not know (refused, reset or closed):
+	// its frames are ignored and Data payloads drained (go-yamux does
+	// the same).
+	if st != nil {
+		if h.Flags&FlagACK != 0 && st.flags&fAwaitACK != 0 {
+			st.flags &^= fAwaitACK
+			s.unacked--
+		}
+		if h.Flags&FlagRST != 0 {
+			// go-yamux v5: "Length in a window update frame with RST
+			// flag encodes an error code"; never window credit.
+			var code uint32
+			if h.Type == TypeWindowUpdate {
+				code = h.Length
+			}
+			st.kill(&StreamError{Code: code, Remote: true})
+			st = nil
+		}
+	}
+	if h.Type == TypeWindowUpdate {
+		if st == nil {
+			return
+		}
+		if h.Length > 0 {
+			// Guard the uint32 window against overflow (peers may
+			// auto-tune up to 16 MiB, never past 2^32-1).
+			if uint64(st.sendWindow)+uint64(h.Length) > math.MaxUint32 {
+				s.fail(errWindowOverflow)
+				return
+			}
+			st.sendWindow += h.Length
+		}
+		if h.Flags&FlagFIN != 0 {
+			st.remoteFIN()
+		}
+		return
+	}
+	// Data.
+	if st != nil {
+		// spec.md: a sender must not send more than the window; more is a
+		// protocol error (go-yamux: ErrRecvWindowExceeded + GoAway(1)).
+		if h.Length > st.recvCredit {
+			s.fail(errRecvWindow)
+			return
+		}
+		st.recvCredit -= h.Length
+		if st.state != StreamOpen && st.state != StreamLocalClosed {
+			st = nil // data after the peer's FIN: drop
+		}
+	}
+	if h.Length == 0 {
+		if st != nil && h.Flags&FlagFIN != 0 {
+			st.remoteFIN()
+		}
+		return
+	}
+	s.rxRemain, s.rxStream, s.rxFIN = h.Length, st, h.Flags&FlagFIN != 0
+}
+
+// incoming admits or refuses a stream the peer opens with SYN.
+func (s *Session) incoming(id uint32) *Stream {
+	// Client streams are odd, server streams even; the peer opens the
+	// other parity. go-yamux closes the session on a wrong parity.
+	if (id%2 == 1) == s.client {
+		s.fail(errSYNParity)
+		return nil
+	}
+	if _, ok := s.streams[id]; ok {
+		s.fail(errDuplicateSYN)
+		return nil
+	}
+	if s.localGoAway || s.numInbound >= s.cfg.MaxStreams || s.backlog >= s.cfg.AcceptBacklog || s.cfg.OnStream == nil {
+		s.refused++
+		if s.refused > s.cfg.MaxRefusedStreams {
+			s.fail(errStreamFlood)
+			return nil
+		}
+		s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagRST, StreamID: id})
+		return nil
+	}
+	s.refused = 0
+	st := &Stream{
+		sess:       s,
+		id:         id,
+		sendWindow: InitialWindow,
+		recvWindow: InitialWindow,
+		recvCredit: InitialWindow,
+		flags:      fInbound | fBacklog,
+	}
+	s.streams[id] = st
+	s.numInbound++
+	s.backlog++
+	s.cfg.OnStream(st)
+	if st.state == StreamReset {
+		return nil
+	}
+	return st
+}
+
+func (s *Session) handlePing(h Header) {
+	if h.StreamID != 0 {
+		s.fail(errSessionNonZero)
+		return
+	}
+	switch {
+	case h.Flags&FlagSYN != 0:
+		// Answer with the same opaque value. Beyond PingBacklog pending
+		// pongs, drop (go-yamux PingBacklog): a peer that pings without
+		// reading gets no growing queue.
+		if s.pendingPongs < s.cfg.PingBacklog {
+			s.pendingPongs++
+			s.queueCtl(Header{Type: TypePing, Flags: FlagACK, Length: h.Length})
+		}
+	case h.Flags&FlagACK != 0:
+		if s.pingOut && h.Length == s.pingID {
+			s.pingOut = false
+			s.rtt = max(s.now.Sub(s.pingSent), 1)
+		}
+	}
+}
+
+func (s *Session) handleGoAway(h Header) {
+	if h.StreamID != 0 {
+		s.fail(errSessionNonZero)
+		return
+	}
+	code := Code(h.Length)
+	if code == CodeNormal {
+		// go-yamux v4 semantics: no new streams, existing ones finish.
+		// (v5 and js peers close the connection right after.)
+		s.remoteGoAway = true
+		return
+	}
+	s.end(&Error{Code: code, Remote: true, Reason: "remote_goaway"})
+}
+
+// fail ends the session because of a local finding: queue GoAway(e.Code)
+// and reset every stream.
+func (s *Session) fail(e *Error) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.ctl.write(AppendHeader(s.scratch(), Header{Type: TypeGoAway, Length: uint32(e.Code)}))
+	s.localGoAway = true
+	s.end(e)
+	return e
+}
+
+func (s *Session) scratch() []byte {
+	var b [HeaderLen]byte
+	return b[:0]
+}
+
+// end makes err the session's terminal error and resets every stream.
+func (s *Session) end(err error) {
+	if s.err != nil {
+		return
+	}
+	s.err = err
+	s.rxStream = nil
+	for _, st := range s.streams {
+		st.kill(err)
+	}
+	s.writers = s.writers[:0]
+}
+
+// queueCtl queues a control frame. Control frames are provoked by the peer
+// (window updates for its data, pongs, RSTs for refused streams); past
+// MaxControlOutput unread bytes the peer is not reading and the session
+// ends.
+func (s *Session) queueCtl(h Header) {
+	if s.err != nil {
+		return
+	}
+	if s.ctl.len()+HeaderLen > s.cfg.MaxControlOutput {
+		s.fail(errCtlOverflow)
+		return
+	}
+	s.ctl.reserve(HeaderLen)
+	s.ctl.b = AppendHeader(s.ctl.b, h)
+}
+
+// reserveData makes room for n bytes in the data queue, keeping lastFrame
+// pointing at the same frame.
+func (s *Session) reserveData(n int) {
+	if shift := s.data.reserve(n); shift != 0 && s.lastFrame >= 0 {
+		s.lastFrame -= shift
+	}
+}
+
+// remove takes a stream out of the session's table and counters.
+func (s *Session) remove(st *Stream) {
+	if st.flags&fRemoved != 0 {
+		return
+	}
+	st.flags |= fRemoved
+	delete(s.streams, st.id)
+	if st.flags&fInbound != 0 {
+		s.numInbound--
+		if st.flags&fBacklog != 0 {
+			st.flags &^= fBacklog
+			s.backlog--
+		}
+	} else {
+		s.numOutbound--
+		if st.flags&fAwaitACK != 0 {
+			st.flags &^= fAwaitACK
+			s.unacked--
+		}
+	}
+	s.growth -= int64(st.recvWindow - InitialWindow)
+}
+
+// Open opens an outbound stream with handler h: the SYN is queued, and data
+// may be written right away (before the peer's ACK).
+func (s *Session) Open(h Handler) (*Stream, error) {
+	switch {
+	case s.err != nil:
+		return nil, s.err
+	case s.remoteGoAway:
+		return nil, ErrRemoteGoAway
+	case s.localGoAway:
+		return nil, ErrSessionClosed
+	case s.numOutbound >= s.cfg.MaxStreams || s.unacked >= s.cfg.AcceptBacklog:
+		return nil, ErrTooManyStreams
+	case s.nextID > math.MaxUint32:
+		return nil, ErrStreamsExhausted
+	}
+	st := &Stream{
+		sess:       s,
+		h:          h,
+		id:         uint32(s.nextID),
+		sendWindow: InitialWindow,
+		recvWindow: InitialWindow,
+		recvCredit: InitialWindow,
+		flags:      fAwaitACK,
+	}
+	s.nextID += 2
+	s.streams[st.id] = st
+	s.numOutbound++
+	s.unacked++
+	s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagSYN, StreamID: st.id})
+	return st, s.err
+}
+
+// GoAway queues GoAway(CodeNormal) and refuses streams the peer opens from
+// now on; existing streams continue. Close the connection when they are done.
+func (s *Session) GoAway() {
+	if s.err != nil || s.localGoAway {
+		return
+	}
+	s.localGoAway = true
+	s.queueCtl(Header{Type: TypeGoAway, Length: uint32(CodeNormal)})
+}
+
+// Close ends the session with GoAway(code): every live stream gets OnReset
+// with ErrSessionClosed. Drain AppendOutput, then close the connection.
+func (s *Session) Close(code Code) {
+	if s.err != nil {
+		return
+	}
+	s.ctl.write(AppendHeader(s.scratch(), Header{Type: TypeGoAway, Length: uint32(code)}))
+	s.localGoAway = true
+	s.end(ErrSessionClosed)
+}
+
+// Tick runs keepalive at time now and returns when it wants to be called
+// next. A ping is sent after KeepAliveInterval without receiving anything;
+// if it is not answered within PingTimeout, Tick returns
+// ErrKeepAliveTimeout (no GoAway is sent, as go-yamux) and the session is
+// dead. With keepalive disabled, next is the zero time.
+func (s *Session) Tick(now time.Time) (next time.Time, err error) {
+	if s.err != nil {
+		return time.Time{}, s.err
+	}
+	s.now = now
+	if s.pingOut {
+		deadline := s.pingSent.Add(s.cfg.PingTimeout)
+		if !now.Before(deadline) {
+			s.end(ErrKeepAliveTimeout)
+			return time.Time{}, s.err
+		}
+		return deadline, nil
+	}
+	if s.cfg.KeepAliveInterval <= 0 {
+		return time.Time{}, nil
+	}
+	due := s.lastRecv.Add(s.cfg.KeepAliveInterval)
+	if now.Before(due) {
+		return due, nil
+	}
+	s.sendPing(now)
+	return now.Add(s.cfg.PingTimeout), s.err
+}
+
+func (s *Session) sendPing(now time.Time) {
+	if s.pingOut {
+		return
+	}
+	s.pingID++
+	s.pingOut = true
+	s.pingSent = now
+	s.queueCtl(Header{Type: TypePing, Flags: FlagSYN, Length: s.pingID})
+}
+
+// HasOutput reports whether frames are waiting to be sent.
+func (s *Session) HasOutput() bool { return !s.ctl.empty() || !s.data.empty() }
+
+// OutputLen returns the number of bytes waiting to be sent.
+func (s *Session) OutputLen() int { return s.ctl.len() + s.data.len() }
+
+// AppendOutput appends up to max bytes of queued output to dst and returns
+// the extended slice (max ≤ 0: everything). The bytes are a plain byte
+// stream: a call may end mid-frame and the next continues it. Control
+// frames (window updates, pongs, SYN/ACK, RST, GoAway) go before queued
+// stream data. Freeing queue space may call Handler.OnWritable, whose
+// writes are drained by the next call.
+func (s *Session) AppendOutput(dst []byte, max int) []byte {
+	if max <= 0 {
+		max = math.MaxInt
+	}
+	if s.dataMid > 0 {
+		dst, max = s.drainData(dst, max, true)
+	}
+	if s.dataMid == 0 && !s.ctl.empty() {
+		k := min(s.ctl.len(), max)
+		dst = append(dst, s.ctl.bytes()[:k]...)
+		s.ctl.discard(k)
+		max -= k
+		if s.ctl.empty() {
+			s.pendingPongs = 0
+		}
+	}
+	if s.ctl.empty() {
+		dst, _ = s.drainData(dst, max, false)
+	}
+	s.notifyWritable()
+	return dst
+}
+
+// drainData copies data-queue bytes, frame by frame so that dataMid tracks
+// a frame cut by the budget.
+func (s *Session) drainData(dst []byte, budget int, onlyCurrent bool) ([]byte, int) {
+	for budget > 0 && !s.data.empty() {
+		if s.dataMid == 0 {
+			if onlyCurrent {
+				break
+			}
+			b := s.data.bytes()
+			s.dataMid = HeaderLen
+			if FrameType(b[1]) == TypeData {
+				s.dataMid += int(binary.BigEndian.Uint32(b[8:12]))
+			}
+		}
+		k := min(s.dataMid, budget)
+		dst = append(dst, s.data.bytes()[:k]...)
+		s.data.discard(k)
+		s.dataMid -= k
+		budget -= k
+	}
+	if s.data.empty() {
+		s.lastFrame = -1
+	}
+	return dst, budget
+}
+
+// notifyWritable calls OnWritable for streams whose Write was short, once
+// their window and the output queue have room.
+func (s *Session) notifyWritable() {
+	if len(s.writers) == 0 || s.err != nil || s.cfg.MaxOutput-s.data.len() <= HeaderLen {
+		return
+	}
+	list := s.writers
+	s.writers = s.spare[:0]
+	for i, st := range list {
+		list[i] = nil
+		if st.flags&fWantWrite == 0 || st.state == StreamReset || st.state == StreamLocalClosed || st.state == StreamClosed {
+			st.flags &^= fInWriters | fWantWrite
+			continue
+		}
+		if st.sendWindow == 0 || s.cfg.MaxOutput-s.data.len() <= HeaderLen || s.err != nil {
+			s.writers = append(s.writers, st) // still blocked
+			continue
+		}
+		st.flags &^= fInWriters | fWantWrite
+		if st.h != nil {
+			st.h.OnWritable(st)
+		}
+	}
+	s.spare = list[:0]
+}

@@ -15,15 +15,15 @@ func AppendFrame(dst []byte, role Role, fin bool, op Opcode, payload []byte) []b
 	h := Header{Fin: fin, Op: op, Length: int64(len(payload))}
 	if role == Client {
 		h.Masked = true
-		k := rand.Uint32()
-		h.Key = [4]byte{byte(k), byte(k >> 8), byte(k >> 16), byte(k >> 24)}
+		h.Key = NewMaskKey()
 	}
 	dst = AppendHeader(dst, h)
 	start := len(dst)
-	dst = append(dst, payload...)
-	if h.Masked {
-		simd.Mask(h.Key, 0, dst[start:])
+	if !h.Masked {
+		return append(dst, payload...)
 	}
+	dst = append(dst, make([]byte, len(payload))...)
+	simd.MaskCopy(h.Key, 0, dst[start:], payload)
 	return dst
 }
 
@@ -36,4 +36,12 @@ func FrameSize(role Role, n int) int {
 func AppendClose(dst []byte, role Role, code CloseCode, reason string) []byte {
 	var body [MaxControlPayload]byte
 	return AppendFrame(dst, role, true, OpClose, AppendCloseBody(body[:0], code, reason))
+}
+
+// NewMaskKey returns a fresh masking key for one client frame, from the
+// runtime's per-thread ChaCha8 generator (unpredictable, as RFC 6455 §10.3
+// requires, and free of system calls).
+func NewMaskKey() [4]byte {
+	k := rand.Uint32()
+	return [4]byte{byte(k), byte(k >> 8), byte(k >> 16), byte(k >> 24)}
 }

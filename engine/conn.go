@@ -1,0 +1,367 @@
+package engine
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+
+	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/simd"
+)
+
+// Stage is the protocol layer above the WebSocket on one connection. The
+// engine calls it with the connection's lock held, from netpoll's read
+// callback or the timer wheel, one call at a time; it must not block.
+type Stage interface {
+	// Data receives a piece of a data message's payload, unmasked. p is
+	// valid only during the call and may be modified. end reports that the
+	// message ends with p. An error fails the connection (close 1011, or the
+	// code of a *codec.ProtocolError).
+	Data(c *Conn, op codec.Opcode, p []byte, end bool) error
+	// Closed is called once when the connection has ended; err is nil after
+	// a clean close handshake.
+	Closed(c *Conn, err error)
+}
+
+// Handler creates the stage for a connection whose upgrade succeeded. It is
+// called with the connection's lock held and may write at once.
+type Handler func(c *Conn) Stage
+
+// connState is a connection's lifecycle:
+//
+//	handshake ──upgrade──▶ open ──Close sent──▶ closing ──Close received──▶ closed
+//	    │                   │                      └────────timeout───────────▲
+//	    └─refused/timeout───┴──Close received / failure / TCP end────────────┘
+type connState uint8
+
+const (
+	stateHandshake connState = iota
+	stateOpen
+	stateClosing
+	stateClosed
+)
+
+// Conn is one WebSocket connection in either role. Its methods other than
+// Do, CloseWith and RemoteAddr may be called only from inside a Stage or
+// Handler callback (or a function passed to Do), where the engine holds the
+// connection's lock.
+type Conn struct {
+	mu    sync.Mutex
+	nc    netpoll.Connection
+	eng   *Engine
+	stage Stage
+	dec   codec.Decoder
+
+	// While upgrading: a request or response that arrived in pieces, and
+	// the routes (server) or our key (client). Nil once open.
+	pending []byte
+	routes  *Listener // server: where the request path leads
+	handler Handler   // client: the stage to start once upgraded
+	key     *[24]byte // client: our Sec-WebSocket-Key
+	path    string
+
+	// Timer wheel links; deadline is the instant the current deadline
+	// was set for, zero when none.
+	tprev, tnext *Conn
+	twhen        int64
+	tslot        int32
+	deadline     int64
+
+	queued int // bytes written since the last flush
+	err    error
+	state  connState
+	role   codec.Role
+}
+
+// Role says whether this is the server or the client end.
+func (c *Conn) Role() codec.Role { return c.role }
+
+// RemoteAddr is the peer's TCP address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Path is the request path the connection was upgraded on.
+func (c *Conn) Path() string { return c.path }
+
+func (c *Conn) setDeadline(d time.Duration) {
+	if d == 0 {
+		c.deadline = 0
+		c.eng.wheel.schedule(c, time.Time{})
+		return
+	}
+	at := c.eng.cfg.Now().Add(d)
+	c.deadline = at.UnixNano()
+	c.eng.wheel.schedule(c, at)
+}
+
+// onDeadline runs when the timer wheel fires c's deadline.
+func (c *Conn) onDeadline() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.deadline == 0 || c.eng.cfg.Now().UnixNano() < c.deadline || c.state == stateClosed {
+		return // cancelled or moved since the wheel picked it
+	}
+	c.deadline = 0
+	switch c.state {
+	case stateHandshake:
+		c.fail(errHandshakeTimeout, "handshake_timeout")
+	case stateClosing:
+		c.fail(nil, "") // the peer never answered our Close: just end TCP
+	}
+}
+
+var (
+	errHandshakeTimeout = errors.New("engine: handshake timeout")
+	errWriteStalled     = errors.New("engine: peer does not read")
+	errInboundFlood     = errors.New("engine: peer floods while not reading")
+	// ErrConnClosed reports a write on a connection that is closing or closed.
+	ErrConnClosed = errors.New("engine: connection closed")
+)
+
+// onRequest is netpoll's read callback: it handles up to maxPass bytes of
+// input, then flushes what the stages wrote. netpoll calls it again while
+// input remains, and only ever one at a time per connection.
+func (c *Conn) onRequest() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.nc.Reader()
+	n := r.Len()
+	if c.state == stateClosed {
+		r.Skip(n)
+		return r.Release()
+	}
+	if n > maxPass {
+		n = maxPass
+	}
+	b, err := r.Next(n)
+	if err != nil {
+		c.fail(err, "read")
+		return nil
+	}
+	c.eng.metrics.bytesIn.Add(float64(n))
+	c.input(b)
+	r.Release()
+	c.flush()
+	return nil
+}
+
+// input runs b through the pipeline.
+func (c *Conn) input(b []byte) {
+	if c.state == stateHandshake {
+		var rest []byte
+		var ok bool
+		if rest, ok = c.handshake(b); !ok {
+			return
+		}
+		b = rest
+	}
+	for len(b) > 0 && c.state != stateClosed {
+		ev, n, err := c.dec.Next(b)
+		b = b[n:]
+		if err != nil {
+			c.protocolFailure(err)
+			return
+		}
+		c.event(ev)
+	}
+}
+
+func (c *Conn) event(ev codec.Event) {
+	switch ev.Kind {
+	case codec.EventData:
+		if c.state != stateOpen {
+			return // after our Close: "discard any more data" (RFC 6455 §1.4)
+		}
+		if err := c.stage.Data(c, ev.Op, ev.Payload, ev.End); err != nil {
+			c.protocolFailure(err)
+		}
+	case codec.EventPing:
+		// "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
+		// in response, unless it already received a Close frame" (§5.5.2).
+		if c.state == stateOpen {
+			c.writeFrame(true, codec.OpPong, ev.Payload)
+		}
+	case codec.EventClose:
+		codeCounter(&c.eng.metrics.codeLabelsR, c.eng.metrics.closeRecv, closeLabel(ev.Code)).Inc()
+		if c.state == stateOpen {
+			// "If an endpoint receives a Close frame and did not previously
+			// send a Close frame, the endpoint MUST send a Close frame in
+			// response ... typically echoing the status code it received"
+			// (§5.5.1); the server then closes TCP first (§7.1.1).
+			c.sendClose(ev.Code, "")
+		}
+		c.end(nil)
+	}
+}
+
+func closeLabel(code codec.CloseCode) uint16 {
+	if code == codec.CloseNoStatus {
+		return 0
+	}
+	return uint16(code)
+}
+
+// protocolFailure fails the connection: a Close with the error's code, then
+// TCP closes (RFC 6455 §7.1.7).
+func (c *Conn) protocolFailure(err error) {
+	code, token := codec.CloseInternalError, "stage_error"
+	var pe *codec.ProtocolError
+	if errors.As(err, &pe) {
+		code, token = pe.Code, pe.Token
+	}
+	if c.state == stateOpen {
+		c.sendClose(code, "")
+	}
+	c.fail(err, token)
+}
+
+// fail ends the connection after a failure counted under reason.
+func (c *Conn) fail(err error, reason string) {
+	if reason != "" {
+		c.eng.metrics.failures.WithLabelValues(reason).Inc()
+	}
+	c.end(err)
+}
+
+// end flushes what is queued and closes TCP. Closed runs from netpoll's
+// close callback.
+func (c *Conn) end(err error) {
+	if c.state == stateClosed {
+		return
+	}
+	c.state = stateClosed
+	c.err = err
+	c.flush()
+	c.nc.Close()
+}
+
+// onClose is netpoll's close callback, run once when the connection is gone,
+// closed by either side.
+func (c *Conn) onClose(netpoll.Connection) error {
+	c.mu.Lock()
+	if c.state != stateClosed {
+		c.state = stateClosed
+		if c.err == nil {
+			c.err = net.ErrClosed // TCP ended without a close handshake: 1006
+		}
+	}
+	c.setDeadline(0)
+	c.pending = nil
+	stage := c.stage
+	c.stage = nil
+	if stage != nil {
+		stage.Closed(c, c.err)
+	}
+	c.mu.Unlock()
+	c.eng.untrack(c)
+	return nil
+}
+
+// sendClose queues a Close frame and moves to the closing state.
+func (c *Conn) sendClose(code codec.CloseCode, reason string) {
+	var body [codec.MaxControlPayload]byte
+	c.writeFrame(true, codec.OpClose, codec.AppendCloseBody(body[:0], code, reason))
+	codeCounter(&c.eng.metrics.codeLabels, c.eng.metrics.closeSent, closeLabel(code)).Inc()
+	c.state = stateClosing
+}
+
+// WriteMessage queues p as one message. The engine flushes when the callback
+// returns, or earlier once MaxOutbound bytes are queued.
+func (c *Conn) WriteMessage(op codec.Opcode, p []byte) error {
+	return c.WriteFrame(true, op, p)
+}
+
+// WriteFrame queues one frame of a message (fin false for all but the last
+// fragment, op OpContinuation for all but the first).
+func (c *Conn) WriteFrame(fin bool, op codec.Opcode, p []byte) error {
+	if c.state != stateOpen {
+		return ErrConnClosed
+	}
+	c.writeFrame(fin, op, p)
+	if c.queued >= c.eng.cfg.MaxOutbound {
+		c.flush()
+	}
+	if c.state == stateClosed {
+		return ErrConnClosed
+	}
+	return nil
+}
+
+// writeFrame encodes a frame straight into netpoll's output buffer. In the
+// client role the payload is masked while it is copied.
+func (c *Conn) writeFrame(fin bool, op codec.Opcode, p []byte) {
+	h := codec.Header{Fin: fin, Op: op, Length: int64(len(p))}
+	if c.role == codec.Client {
+		h.Masked = true
+		h.Key = codec.NewMaskKey()
+	}
+	size := codec.HeaderSize(h.Length, h.Masked) + len(p)
+	buf, err := c.nc.Writer().Malloc(size)
+	if err != nil {
+		c.fail(err, "write")
+		return
+	}
+	hn := len(codec.AppendHeader(buf[:0], h))
+	if h.Masked {
+		simd.MaskCopy(h.Key, 0, buf[hn:], p)
+	} else {
+		copy(buf[hn:], p)
+	}
+	c.queued += size
+}
+
+// flush hands queued bytes to the socket. netpoll's Flush returns at once
+// unless the socket's send buffer is full; then it waits for the peer to
+// drain, at most WriteTimeout. While it waits this connection's input is not
+// processed: that is the backpressure.
+func (c *Conn) flush() {
+	if c.queued == 0 {
+		return
+	}
+	c.eng.metrics.bytesOut.Add(float64(c.queued))
+	c.queued = 0
+	if err := c.nc.Writer().Flush(); err != nil {
+		if c.state != stateClosed {
+			if errors.Is(err, netpoll.ErrWriteTimeout) {
+				c.fail(errWriteStalled, "write_timeout")
+			} else {
+				c.fail(err, "")
+			}
+		}
+		return
+	}
+	if c.nc.Reader().Len() > c.eng.cfg.MaxInboundBuffered && c.state != stateClosed {
+		c.fail(errInboundFlood, "inbound_flood")
+	}
+}
+
+// Do runs f with the connection's lock held, as if from a callback, then
+// flushes. Goroutines outside the engine use it to write.
+func (c *Conn) Do(f func(c *Conn)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return
+	}
+	f(c)
+	c.flush()
+}
+
+// CloseWith starts the close handshake with code and reason; TCP closes
+// when the peer answers or after CloseTimeout. Safe from any goroutine.
+func (c *Conn) CloseWith(code codec.CloseCode, reason string) {
+	c.Do(func(c *Conn) { c.Close(code, reason) })
+}
+
+// Close starts the close handshake from inside a callback.
+func (c *Conn) Close(code codec.CloseCode, reason string) {
+	switch c.state {
+	case stateOpen:
+		c.sendClose(code, reason)
+		c.setDeadline(c.eng.cfg.CloseTimeout)
+	case stateHandshake:
+		c.end(nil)
+	}
+}

@@ -1,0 +1,54 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swarmgate/swarmgate/codec"
+)
+
+// DefaultDialTimeout bounds the TCP connect of Dial.
+const DefaultDialTimeout = 10 * time.Second
+
+// Dial opens a client connection to a /ws multiaddr and requests path. It
+// returns once TCP is connected and the upgrade request is queued; h runs
+// when the server accepts the upgrade, and the connection's Stage.Closed
+// reports a refusal. No goroutine is kept for the connection.
+func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) {
+	a, err := parseWSAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := netpoll.DialConnection(a.network, a.hostPort(), DefaultDialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	key := codec.NewKey()
+	c := &Conn{nc: nc, eng: e, handler: h, key: &key, role: codec.Client}
+	if !e.track(c) {
+		nc.Close()
+		return nil, ErrClosed
+	}
+	e.metrics.dialed.Inc()
+	nc.SetWriteTimeout(e.cfg.WriteTimeout)
+	nc.AddCloseCallback(c.onClose)
+	c.mu.Lock()
+	c.setDeadline(e.cfg.HandshakeTimeout)
+	var req [512]byte
+	out := codec.AppendRequest(req[:0], a.hostPort(), path, key[:])
+	if _, err := nc.Writer().WriteBinary(out); err != nil {
+		c.mu.Unlock()
+		nc.Close()
+		return nil, err
+	}
+	c.queued += len(out)
+	c.flush()
+	c.mu.Unlock()
+	// Registering the read callback last: the response cannot be handled
+	// before the connection's state is complete.
+	nc.SetOnRequest(func(_ context.Context, _ netpoll.Connection) error { return c.onRequest() })
+	return c, nil
+}

@@ -1,0 +1,213 @@
+// Package engine runs swarmgate's connections on a netpoll event loop.
+//
+// A connection is a pipeline of incremental stages over byte buffers: TCP,
+// the HTTP upgrade, WebSocket frames, then the stage a Handler returns for
+// the request path. Stages run inside netpoll's read callback, one callback
+// per connection at a time, and return as soon as they need more bytes: no
+// goroutine ever waits for input, and an idle connection owns no goroutine,
+// no timer and no buffer beyond its small state (see README "Memory").
+//
+// The same pipeline runs in the client role (Dial), so one process can hold
+// tens of thousands of client connections without a goroutine each.
+package engine
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/simd"
+)
+
+// Defaults for Config's zero values. Each bounds what one peer can make the
+// engine hold or wait for.
+const (
+	// DefaultHandshakeTimeout bounds TCP accept to completed upgrade, as
+	// go-libp2p's WebSocket transport does (15 s).
+	DefaultHandshakeTimeout = 15 * time.Second
+	// DefaultMaxOutbound is how many bytes a connection may queue before the
+	// engine stops processing its input and flushes, waiting for the peer to
+	// drain (at most WriteTimeout).
+	DefaultMaxOutbound = 256 << 10
+	// DefaultWriteTimeout is how long a flush may wait for a peer that does
+	// not read before the connection is cut.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultCloseTimeout is how long the engine waits for the peer's Close
+	// after sending its own before it closes TCP (RFC 6455 §7.1.1).
+	DefaultCloseTimeout = 2 * time.Second
+	// DefaultMaxInboundBuffered bounds the bytes netpoll may have read ahead
+	// for a connection while the engine is paused on its outbound queue.
+	// netpoll v0.7 cannot stop reading a socket (cloudwego/netpoll#422), so
+	// a peer that floods while not reading is cut instead.
+	DefaultMaxInboundBuffered = 32 << 20
+	// DefaultReadBufferSize is the first read buffer netpoll gives a
+	// connection. It grows while bytes flow and is what an idle connection
+	// keeps, so it is small (README "Memory").
+	DefaultReadBufferSize = 512
+	// DefaultTick is the timer wheel's resolution.
+	DefaultTick = 100 * time.Millisecond
+	// maxPass bounds the input handled between two flushes, so output does
+	// not pile up behind a long pass.
+	maxPass = 64 << 10
+)
+
+// Config tunes an Engine. The zero value is usable: every limit has a named
+// default.
+type Config struct {
+	HandshakeTimeout   time.Duration // DefaultHandshakeTimeout
+	MaxRequestSize     int           // codec.DefaultMaxRequestSize
+	MaxMessageSize     int64         // codec.DefaultMaxMessageSize
+	MaxOutbound        int           // DefaultMaxOutbound
+	MaxInboundBuffered int           // DefaultMaxInboundBuffered
+	WriteTimeout       time.Duration // DefaultWriteTimeout
+	CloseTimeout       time.Duration // DefaultCloseTimeout
+	Tick               time.Duration // DefaultTick
+
+	// CheckOrigin decides whether a browser's Origin may connect; nil
+	// accepts every origin, as libp2p does.
+	CheckOrigin func(origin, host []byte) bool
+
+	// Registerer receives the engine's Prometheus metrics; nil keeps them
+	// unregistered.
+	Registerer prometheus.Registerer
+	// Logger gets lifecycle logs; nil uses slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil uses time.Now. Tests pass their own.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxRequestSize <= 0 {
+		c.MaxRequestSize = codec.DefaultMaxRequestSize
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = codec.DefaultMaxMessageSize
+	}
+	if c.MaxOutbound <= 0 {
+		c.MaxOutbound = DefaultMaxOutbound
+	}
+	if c.MaxInboundBuffered <= 0 {
+		c.MaxInboundBuffered = DefaultMaxInboundBuffered
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.Tick <= 0 {
+		c.Tick = DefaultTick
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Engine owns listeners, dialed connections, the timer wheel and metrics.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	wheel   *wheel
+
+	mu        sync.Mutex
+	listeners []*Listener
+	conns     map[*Conn]struct{}
+	closed    bool
+
+	open atomic.Int64
+}
+
+var netpollOnce sync.Once
+
+// configureNetpoll sets netpoll's process-wide buffer sizes once: the first
+// read buffer of a connection and the smallest buffer node. netpoll's
+// defaults (8 KiB and 4 KiB) would be most of an idle connection's memory.
+func configureNetpoll() {
+	netpollOnce.Do(func() {
+		netpoll.LinkBufferCap = DefaultReadBufferSize
+		netpoll.Configure(netpoll.Config{BufferSize: DefaultReadBufferSize})
+	})
+}
+
+// New starts an engine. It logs the masking implementation chosen for this
+// CPU and exports it as a metric.
+func New(cfg Config) *Engine {
+	cfg.setDefaults()
+	configureNetpoll()
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: newMetrics(cfg.Registerer),
+		conns:   make(map[*Conn]struct{}),
+	}
+	e.wheel = newWheel(cfg.Tick, cfg.Now)
+	e.metrics.simdImpl.WithLabelValues(simd.Impl()).Set(1)
+	e.log.Info("engine started", "mask_impl", simd.Impl())
+	return e
+}
+
+// ErrClosed reports use of an engine after Close.
+var ErrClosed = errors.New("engine: closed")
+
+// OpenConns is the number of connections currently open in both roles.
+func (e *Engine) OpenConns() int64 { return e.open.Load() }
+
+func (e *Engine) track(c *Conn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	e.conns[c] = struct{}{}
+	e.open.Add(1)
+	e.metrics.connsOpen.Inc()
+	return true
+}
+
+func (e *Engine) untrack(c *Conn) {
+	e.mu.Lock()
+	if _, ok := e.conns[c]; ok {
+		delete(e.conns, c)
+		e.open.Add(-1)
+		e.metrics.connsOpen.Dec()
+	}
+	e.mu.Unlock()
+}
+
+// Close stops the listeners and closes every connection at once, without a
+// close handshake.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	lns := e.listeners
+	conns := make([]*Conn, 0, len(e.conns))
+	for c := range e.conns {
+		conns = append(conns, c)
+	}
+	e.mu.Unlock()
+	for _, l := range lns {
+		l.shutdown()
+	}
+	for _, c := range conns {
+		c.nc.Close()
+	}
+	e.wheel.close()
+	return nil
+}

@@ -1,0 +1,69 @@
+package engine
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the engine's counters, registered on Config.Registerer. Label
+// values are stable tokens (codec error tokens, close codes), never messages.
+type metrics struct {
+	connsOpen   prometheus.Gauge
+	accepted    prometheus.Counter
+	dialed      prometheus.Counter
+	upgrades    *prometheus.CounterVec // result: "ok" or a handshake error token
+	closeSent   *prometheus.CounterVec // code
+	closeRecv   *prometheus.CounterVec // code
+	failures    *prometheus.CounterVec // reason: protocol error token, "timeout", …
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	simdImpl    *prometheus.GaugeVec
+	codeLabels  sync.Map // CloseCode -> prometheus.Counter, for closeSent
+	codeLabelsR sync.Map // for closeRecv
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "swarmgate_connections_open", Help: "Connections currently open (both roles, any state)."}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "swarmgate_connections_accepted_total", Help: "TCP connections accepted."}),
+		dialed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "swarmgate_connections_dialed_total", Help: "TCP connections dialed in the client role."}),
+		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "swarmgate_ws_upgrades_total", Help: "WebSocket opening handshakes by result (ok or the refusal reason)."}, []string{"result"}),
+		closeSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "swarmgate_ws_close_sent_total", Help: "WebSocket Close frames sent, by status code (none = empty Close)."}, []string{"code"}),
+		closeRecv: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "swarmgate_ws_close_received_total", Help: "WebSocket Close frames received, by status code (none = empty Close)."}, []string{"code"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "swarmgate_connection_failures_total", Help: "Connections ended by a failure, by reason."}, []string{"reason"}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "swarmgate_bytes_in_total", Help: "Bytes read from TCP."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "swarmgate_bytes_out_total", Help: "Bytes queued to TCP."}),
+		simdImpl: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "swarmgate_simd_impl", Help: "The masking implementation chosen for this CPU (1 for the active one)."}, []string{"impl"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.connsOpen, m.accepted, m.dialed, m.upgrades, m.closeSent, m.closeRecv, m.failures, m.bytesIn, m.bytesOut, m.simdImpl} {
+			reg.MustRegister(c)
+		}
+	}
+	return m
+}
+
+func codeCounter(cache *sync.Map, vec *prometheus.CounterVec, code uint16) prometheus.Counter {
+	if c, ok := cache.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	label := "none"
+	if code != 0 {
+		label = strconv.Itoa(int(code))
+	}
+	c := vec.WithLabelValues(label)
+	cache.Store(code, c)
+	return c
+}

@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"github.com/swarmgate/swarmgate/codec"
+)
+
+// handshake consumes opening-handshake bytes. It returns the bytes that
+// follow the handshake (the first frames) and true once the connection is
+// open. A request or response that arrives in pieces is kept in c.pending,
+// which is dropped as soon as the handshake ends.
+func (c *Conn) handshake(b []byte) ([]byte, bool) {
+	buf := b
+	if c.pending != nil {
+		c.pending = append(c.pending, b...)
+		buf = c.pending
+	}
+	var n int
+	var err error
+	if c.role == codec.Server {
+		n, err = c.serverUpgrade(buf)
+	} else {
+		n, err = c.clientUpgrade(buf)
+	}
+	if err == codec.ErrShortBuffer {
+		if c.pending == nil {
+			c.pending = append([]byte(nil), b...)
+		}
+		return nil, false
+	}
+	c.pending = nil
+	if err != nil {
+		return nil, false
+	}
+	return buf[n:], true
+}
+
+// serverUpgrade validates the request and answers it: 101 and the route's
+// stage, or the refusal's status and then close.
+func (c *Conn) serverUpgrade(buf []byte) (int, error) {
+	cfg := &c.eng.cfg
+	req, n, err := codec.ParseRequest(buf, cfg.MaxRequestSize)
+	if err == codec.ErrShortBuffer {
+		return 0, err
+	}
+	if err == nil && cfg.CheckOrigin != nil && req.Origin != nil && !cfg.CheckOrigin(req.Origin, req.Host) {
+		err = codec.ErrForbiddenOrigin
+	}
+	var h Handler
+	if err == nil {
+		if h = c.routes.route(req.Path); h == nil {
+			err = codec.ErrNotFound
+		}
+	}
+	if err != nil {
+		c.refuse(err)
+		return 0, err
+	}
+	var resp [160]byte
+	out := codec.AppendResponse(resp[:0], req.Key)
+	if _, err := c.nc.Writer().WriteBinary(out); err != nil {
+		c.fail(err, "write")
+		return 0, err
+	}
+	c.queued += len(out)
+	c.path = string(req.Path)
+	c.open(codec.Server)
+	c.stage = h(c)
+	return n, nil
+}
+
+func (c *Conn) refuse(err error) {
+	he, ok := err.(*codec.HandshakeError)
+	if !ok {
+		he = &codec.HandshakeError{Status: 400, Token: "bad_request"}
+	}
+	c.eng.metrics.upgrades.WithLabelValues(he.Token).Inc()
+	var resp [256]byte
+	out := codec.AppendReject(resp[:0], he)
+	if _, werr := c.nc.Writer().WriteBinary(out); werr == nil {
+		c.queued += len(out)
+	}
+	c.end(err)
+}
+
+// clientUpgrade checks the server's response to our request.
+func (c *Conn) clientUpgrade(buf []byte) (int, error) {
+	n, err := codec.ParseResponse(buf, c.key[:], c.eng.cfg.MaxRequestSize)
+	if err == codec.ErrShortBuffer {
+		return 0, err
+	}
+	if err != nil {
+		token := "bad_response"
+		if he, ok := err.(*codec.HandshakeError); ok {
+			token = he.Token
+		}
+		c.eng.metrics.upgrades.WithLabelValues(token).Inc()
+		c.end(err)
+		return 0, err
+	}
+	c.key = nil
+	h := c.handler
+	c.handler = nil
+	c.open(codec.Client)
+	c.stage = h(c)
+	return n, nil
+}
+
+func (c *Conn) open(role codec.Role) {
+	c.state = stateOpen
+	c.routes = nil
+	c.dec = codec.NewDecoder(role, c.eng.cfg.MaxMessageSize)
+	c.setDeadline(0)
+	c.eng.metrics.upgrades.WithLabelValues("ok").Inc()
+}

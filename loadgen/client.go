@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/engine"
+)
+
+// pinger is a client stage that sends one message when the connection opens
+// and reports when the echo comes back.
+type pinger struct {
+	msg  []byte
+	done chan<- error
+	got  int
+}
+
+func (p *pinger) Data(c *engine.Conn, op codec.Opcode, b []byte, end bool) error {
+	p.got += len(b)
+	if end && p.done != nil {
+		var err error
+		if p.got != len(p.msg) {
+			err = fmt.Errorf("echo of %d bytes, sent %d", p.got, len(p.msg))
+		}
+		p.done <- err
+		p.done = nil
+	}
+	return nil
+}
+
+func (p *pinger) Closed(c *engine.Conn, err error) {
+	if p.done != nil {
+		if err == nil {
+			err = fmt.Errorf("closed before the echo")
+		}
+		p.done <- err
+		p.done = nil
+	}
+}
+
+// openEchoed dials n connections to target/path with at most par dials in
+// flight; each echoes one message. It returns the connections once every
+// echo has come back.
+func openEchoed(e *engine.Engine, target ma.Multiaddr, path string, n, par int, msg []byte) ([]*engine.Conn, error) {
+	conns := make([]*engine.Conn, n)
+	done := make(chan error, n)
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var dialErr error
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := e.Dial(target, path, func(c *engine.Conn) engine.Stage {
+				p := &pinger{msg: msg, done: done}
+				c.WriteMessage(codec.OpBinary, msg)
+				return p
+			})
+			if err != nil {
+				mu.Lock()
+				dialErr = err
+				mu.Unlock()
+				done <- err
+			}
+			conns[i] = c
+			// Keep at most par handshakes in flight.
+			<-sem
+		}(i)
+	}
+	wg.Wait()
+	var failed int
+	var first error
+	timeout := time.After(60 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				failed++
+				if first == nil {
+					first = err
+				}
+			}
+		case <-timeout:
+			return conns, fmt.Errorf("%d of %d echoes missing after 60 s", n-i, n)
+		}
+	}
+	if failed > 0 {
+		return conns, fmt.Errorf("%d of %d connections failed, first: %v (dial: %v)", failed, n, first, dialErr)
+	}
+	return conns, nil
+}
+
+// rssBytes reads a process's resident set size from /proc.
+func rssBytes(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// scrapeGauge reads one unlabelled gauge (e.g. go_goroutines) from a
+// Prometheus endpoint.
+func scrapeGauge(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	f, ok := fams[name]
+	if !ok || len(f.Metric) == 0 {
+		return 0, fmt.Errorf("%s: no metric %s", url, name)
+	}
+	m := f.Metric[0]
+	if m.Gauge != nil {
+		return m.Gauge.GetValue(), nil
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue(), nil
+	}
+	return 0, fmt.Errorf("%s: %s is not a gauge", url, name)
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swarmgate/swarmgate/engine"
+)
+
+// idle holds N idle raw WebSocket connections to a server and reports what
+// they cost the server per connection, measured from outside: resident
+// memory from /proc/PID/status and goroutines from its /metrics.
+func idle(args []string) error {
+	fs := flag.NewFlagSet("idle", flag.ContinueOnError)
+	target := fs.String("target", "", "server multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/ws")
+	path := fs.String("path", "/echo", "WebSocket path of the echo service")
+	n := fs.Int("n", 10000, "connections to hold")
+	par := fs.Int("par", 256, "dials in flight")
+	pid := fs.Int("server-pid", 0, "server process id (for /proc RSS)")
+	metrics := fs.String("server-metrics", "", "server /metrics URL (for go_goroutines); empty skips")
+	settle := fs.Duration("settle", 3*time.Second, "wait after the last echo before measuring")
+	name := fs.String("name", "server", "name of the server in the report")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	addr, err := ma.NewMultiaddr(*target)
+	if err != nil {
+		return err
+	}
+	if *pid == 0 {
+		return fmt.Errorf("idle: -server-pid is required")
+	}
+	e := engine.New(engine.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer e.Close()
+
+	// Warm the server up with a few connections so one-time allocations
+	// (pools, first-use tables) are not charged to the measured ones.
+	warm, err := openEchoed(e, addr, *path, 50, 16, make([]byte, 64))
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	time.Sleep(*settle)
+	rss0, err := rssBytes(*pid)
+	if err != nil {
+		return err
+	}
+	g0 := goroutines(*metrics)
+	start := time.Now()
+	conns, err := openEchoed(e, addr, *path, *n, *par, make([]byte, 64))
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	time.Sleep(*settle)
+	rss1, err := rssBytes(*pid)
+	if err != nil {
+		return err
+	}
+	g1 := goroutines(*metrics)
+	fmt.Printf("| %s | %d | %.0f | %.1f | %.3f | %s |\n", *name, *n,
+		float64(rss1-rss0)/float64(*n), float64(rss1-rss0)/(1<<20),
+		(g1-g0)/float64(*n), elapsed.Round(time.Millisecond))
+	runtime.KeepAlive(warm)
+	runtime.KeepAlive(conns)
+	return nil
+}
+
+func goroutines(url string) float64 {
+	if url == "" {
+		return 0
+	}
+	v, err := scrapeGauge(url, "go_goroutines")
+	if err != nil {
+		return -1
+	}
+	return v
+}

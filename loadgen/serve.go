@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swarmgate/swarmgate/engine"
+)
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var listens multiFlag
+	fs.Var(&listens, "listen", "listen multiaddr, e.g. /ip4/127.0.0.1/tcp/0/ws (repeatable)")
+	echoPath := fs.String("ws-echo", "", "serve a raw WebSocket echo on this path")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /debug/pprof/ on HOST:PORT")
+	maxMsg := fs.Int64("ws-max-message", 0, "largest WebSocket message accepted (0: codec default, 16 MiB)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(listens) == 0 {
+		return fmt.Errorf("serve: at least one -listen is required")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	e := engine.New(engine.Config{Registerer: reg, Logger: log, MaxMessageSize: *maxMsg})
+	defer e.Close()
+
+	routes := engine.Routes{Paths: map[string]engine.Handler{}}
+	if *echoPath != "" {
+		routes.Paths[*echoPath] = engine.Echo
+	}
+	for _, s := range listens {
+		addr, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return err
+		}
+		l, err := e.Listen(addr, routes)
+		if err != nil {
+			return err
+		}
+		fmt.Println(l.Addr())
+	}
+	if *metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		srv := &http.Server{Addr: *metricsAddr, Handler: mux}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		defer srv.Shutdown(context.Background())
+		log.Info("metrics", "addr", *metricsAddr)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/engine"

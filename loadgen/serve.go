@@ -11,10 +11,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/engine"
 )

@@ -69,6 +69,9 @@ var (
 	// ErrPeerIDMismatch (peer_id_mismatch): the remote peer is not the one
 	// the caller expected.
 	ErrPeerIDMismatch = &Error{reason: "peer_id_mismatch", msg: "remote peer ID mismatch"}
+	// ErrIDKeyMismatch (id_key_mismatch): a /plaintext/2.0.0 peer claims a
+	// peer ID that its public key does not hash to.
+	ErrIDKeyMismatch = &Error{reason: "id_key_mismatch", msg: "claimed peer ID does not match key"}
 	// ErrNonceExhausted (nonce_exhausted): 2^64-1 frames in one direction;
 	// the Noise spec reserves the last nonce, the connection must close.
 	ErrNonceExhausted = &Error{reason: "nonce_exhausted", msg: "nonce space exhausted"}

@@ -22,7 +22,7 @@ import (
 // pumpHandshake drives h over conn the way the engine's event loop would:
 // read whatever arrived, hand it to Input, write what Input produced. It
 // returns the bytes that arrived behind the handshake.
-func pumpHandshake(conn net.Conn, h *Handshake, chunk int) ([]byte, error) {
+func pumpHandshake(conn net.Conn, h machine, chunk int) ([]byte, error) {
 	out, err := h.Start(nil)
 	if err != nil {
 		return nil, err
@@ -52,6 +52,13 @@ func pumpHandshake(conn net.Conn, h *Handshake, chunk int) ([]byte, error) {
 		}
 	}
 	return buf, nil
+}
+
+// machine is what Handshake and PlaintextHandshake have in common.
+type machine interface {
+	Start(out []byte) ([]byte, error)
+	Input(out, in []byte) ([]byte, int, error)
+	Done() bool
 }
 
 // sessionConn adapts a Session to io.ReadWriter over conn for tests.

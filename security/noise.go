@@ -410,13 +410,21 @@ func verifyPayload(payload, remoteStatic []byte, expected peer.ID) (crypto.PubKe
 	return key, id, muxers, nil
 }
 
-// unmarshalPublicKey decodes a libp2p PublicKey protobuf with core/crypto,
-// refusing oversized RSA keys before they are parsed and mapping the
-// failures to reason tokens.
+// unmarshalPublicKey decodes a libp2p PublicKey protobuf with core/crypto.
 func unmarshalPublicKey(b []byte) (crypto.PubKey, error) {
 	var pk cryptopb.PublicKey
 	if err := proto.Unmarshal(b, &pk); err != nil {
 		return nil, ErrBadKey.wrap(err)
+	}
+	return publicKeyFromProto(&pk)
+}
+
+// publicKeyFromProto parses a decoded PublicKey with core/crypto, refusing
+// oversized RSA keys before they are parsed and mapping the failures to
+// reason tokens.
+func publicKeyFromProto(pk *cryptopb.PublicKey) (crypto.PubKey, error) {
+	if pk == nil {
+		return nil, ErrBadKey
 	}
 	switch pk.GetType() {
 	case cryptopb.KeyType_Ed25519, cryptopb.KeyType_Secp256k1, cryptopb.KeyType_ECDSA:
@@ -427,7 +435,7 @@ func unmarshalPublicKey(b []byte) (crypto.PubKey, error) {
 	default:
 		return nil, ErrKeyType
 	}
-	key, err := crypto.PublicKeyFromProto(&pk)
+	key, err := crypto.PublicKeyFromProto(pk)
 	switch {
 	case err == nil:
 		return key, nil

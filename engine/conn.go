@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -55,13 +56,12 @@ type Conn struct {
 	stage Stage
 	dec   codec.Decoder
 
-	// While upgrading: a request or response that arrived in pieces, and
-	// the routes (server) or our key (client). Nil once open.
-	pending []byte
-	routes  *Listener // server: where the request path leads
-	handler Handler   // client: the stage to start once upgraded
-	key     *[24]byte // client: our Sec-WebSocket-Key
-	path    string
+	// hs is the opening handshake's state, dropped once the connection is
+	// open so an open connection does not carry it.
+	hs *handshake
+
+	// Links in the engine's list of open connections.
+	prev, next *Conn
 
 	// Timer wheel links; deadline is the instant the current deadline
 	// was set for, zero when none.
@@ -70,7 +70,8 @@ type Conn struct {
 	tslot        int32
 	deadline     int64
 
-	queued int // bytes written since the last flush
+	out    []byte // outbound bytes of this pass (pooled), nil when none
+	fd     int
 	err    error
 	state  connState
 	role   codec.Role
@@ -82,8 +83,23 @@ func (c *Conn) Role() codec.Role { return c.role }
 // RemoteAddr is the peer's TCP address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
-// Path is the request path the connection was upgraded on.
-func (c *Conn) Path() string { return c.path }
+// Path is the request path the connection is being upgraded on. It is known
+// only while the Handler runs; an open connection does not keep it.
+func (c *Conn) Path() string {
+	if c.hs == nil {
+		return ""
+	}
+	return c.hs.path
+}
+
+// handshake is what a connection needs only until it is open.
+type handshake struct {
+	pending []byte    // a request or response that arrived in pieces
+	routes  *Listener // server: where the request path leads
+	handler Handler   // client: the stage to start once upgraded
+	key     [24]byte  // client: our Sec-WebSocket-Key
+	path    string    // server: the request path, during the Handler call
+}
 
 func (c *Conn) setDeadline(d time.Duration) {
 	if d == 0 {
@@ -248,7 +264,7 @@ func (c *Conn) onClose(netpoll.Connection) error {
 		}
 	}
 	c.setDeadline(0)
-	c.pending = nil
+	c.hs = nil
 	stage := c.stage
 	c.stage = nil
 	if stage != nil {
@@ -280,7 +296,7 @@ func (c *Conn) WriteFrame(fin bool, op codec.Opcode, p []byte) error {
 		return ErrConnClosed
 	}
 	c.writeFrame(fin, op, p)
-	if c.queued >= c.eng.cfg.MaxOutbound {
+	if len(c.out) >= c.eng.cfg.MaxOutbound {
 		c.flush()
 	}
 	if c.state == stateClosed {
@@ -289,8 +305,8 @@ func (c *Conn) WriteFrame(fin bool, op codec.Opcode, p []byte) error {
 	return nil
 }
 
-// writeFrame encodes a frame straight into netpoll's output buffer. In the
-// client role the payload is masked while it is copied.
+// writeFrame encodes a frame into the pass's outbound buffer. In the client
+// role the payload is masked while it is copied.
 func (c *Conn) writeFrame(fin bool, op codec.Opcode, p []byte) {
 	h := codec.Header{Fin: fin, Op: op, Length: int64(len(p))}
 	if c.role == codec.Client {
@@ -298,31 +314,58 @@ func (c *Conn) writeFrame(fin bool, op codec.Opcode, p []byte) {
 		h.Key = codec.NewMaskKey()
 	}
 	size := codec.HeaderSize(h.Length, h.Masked) + len(p)
-	buf, err := c.nc.Writer().Malloc(size)
+	if c.out == nil {
+		c.out = getBuf(size)
+	} else {
+		c.out = grow(c.out, size)
+	}
+	c.out = codec.AppendHeader(c.out, h)
+	start := len(c.out)
+	c.out = c.out[:start+len(p)]
+	if h.Masked {
+		simd.MaskCopy(h.Key, 0, c.out[start:], p)
+	} else {
+		copy(c.out[start:], p)
+	}
+}
+
+// writeRaw queues bytes that are not a frame (HTTP handshake lines).
+func (c *Conn) writeRaw(p []byte) {
+	if c.out == nil {
+		c.out = getBuf(len(p))
+	} else {
+		c.out = grow(c.out, len(p))
+	}
+	c.out = append(c.out, p...)
+}
+
+// flush hands the pass's outbound bytes to the kernel with one write(2).
+// netpoll's own output queue is empty between flushes, so writing straight to
+// the socket keeps order; only what the kernel does not take goes through
+// netpoll's Flush, which waits for the peer to drain, at most WriteTimeout.
+// While it waits this connection's input is not processed: that is the
+// backpressure.
+func (c *Conn) flush() {
+	out := c.out
+	if out == nil {
+		return
+	}
+	c.out = nil
+	defer putBuf(out)
+	c.eng.metrics.bytesOut.Add(float64(len(out)))
+	n, err := writeFD(c.fd, out)
 	if err != nil {
 		c.fail(err, "write")
 		return
 	}
-	hn := len(codec.AppendHeader(buf[:0], h))
-	if h.Masked {
-		simd.MaskCopy(h.Key, 0, buf[hn:], p)
-	} else {
-		copy(buf[hn:], p)
-	}
-	c.queued += size
-}
-
-// flush hands queued bytes to the socket. netpoll's Flush returns at once
-// unless the socket's send buffer is full; then it waits for the peer to
-// drain, at most WriteTimeout. While it waits this connection's input is not
-// processed: that is the backpressure.
-func (c *Conn) flush() {
-	if c.queued == 0 {
+	if n == len(out) {
 		return
 	}
-	c.eng.metrics.bytesOut.Add(float64(c.queued))
-	c.queued = 0
-	if err := c.nc.Writer().Flush(); err != nil {
+	w := c.nc.Writer()
+	if _, err = w.WriteBinary(out[n:]); err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
 		if c.state != stateClosed {
 			if errors.Is(err, netpoll.ErrWriteTimeout) {
 				c.fail(errWriteStalled, "write_timeout")
@@ -334,6 +377,23 @@ func (c *Conn) flush() {
 	}
 	if c.nc.Reader().Len() > c.eng.cfg.MaxInboundBuffered && c.state != stateClosed {
 		c.fail(errInboundFlood, "inbound_flood")
+	}
+}
+
+// writeFD writes what the socket takes without blocking; EAGAIN is not an
+// error, just a short count.
+func writeFD(fd int, b []byte) (int, error) {
+	for {
+		n, err := syscall.Write(fd, b)
+		switch err {
+		case nil:
+			return n, nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, nil
+		}
+		return 0, err
 	}
 }
 

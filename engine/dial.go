@@ -26,8 +26,7 @@ func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	key := codec.NewKey()
-	c := &Conn{nc: nc, eng: e, handler: h, key: &key, role: codec.Client}
+	c := &Conn{nc: nc, eng: e, role: codec.Client, fd: connFD(nc), hs: &handshake{handler: h, key: codec.NewKey()}}
 	if !e.track(c) {
 		nc.Close()
 		return nil, ErrClosed
@@ -35,16 +34,12 @@ func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) 
 	e.metrics.dialed.Inc()
 	nc.SetWriteTimeout(e.cfg.WriteTimeout)
 	nc.AddCloseCallback(c.onClose)
+	dropReadBuffer(nc)
 	c.mu.Lock()
 	c.setDeadline(e.cfg.HandshakeTimeout)
 	var req [512]byte
-	out := codec.AppendRequest(req[:0], a.hostPort(), path, key[:])
-	if _, err := nc.Writer().WriteBinary(out); err != nil {
-		c.mu.Unlock()
-		nc.Close()
-		return nil, err
-	}
-	c.queued += len(out)
+	out := codec.AppendRequest(req[:0], a.hostPort(), path, c.hs.key[:])
+	c.writeRaw(out)
 	c.flush()
 	c.mu.Unlock()
 	// Registering the read callback last: the response cannot be handled

@@ -46,10 +46,13 @@ const (
 	// netpoll v0.7 cannot stop reading a socket (cloudwego/netpoll#422), so
 	// a peer that floods while not reading is cut instead.
 	DefaultMaxInboundBuffered = 32 << 20
-	// DefaultReadBufferSize is the first read buffer netpoll gives a
-	// connection. It grows while bytes flow and is what an idle connection
-	// keeps, so it is small (README "Memory").
-	DefaultReadBufferSize = 512
+	// readBufferSize is netpoll's read buffer for a connection. netpoll
+	// frees a connection's read buffer whenever its input is fully consumed,
+	// but only once the connection's read-size mark is above one page (8 KiB);
+	// starting above that mark means an idle connection keeps no read buffer
+	// at all and borrows one from netpoll's pool while bytes arrive (README
+	// "Memory").
+	readBufferSize = 16 << 10
 	// DefaultTick is the timer wheel's resolution.
 	DefaultTick = 100 * time.Millisecond
 	// maxPass bounds the input handled between two flushes, so output does
@@ -124,7 +127,7 @@ type Engine struct {
 
 	mu        sync.Mutex
 	listeners []*Listener
-	conns     map[*Conn]struct{}
+	conns     *Conn // head of the list of open connections
 	closed    bool
 
 	open atomic.Int64
@@ -132,14 +135,18 @@ type Engine struct {
 
 var netpollOnce sync.Once
 
-// configureNetpoll sets netpoll's process-wide buffer sizes once: the first
-// read buffer of a connection and the smallest buffer node. netpoll's
-// defaults (8 KiB and 4 KiB) would be most of an idle connection's memory.
+// configureNetpoll sets netpoll's process-wide read buffer size once.
 func configureNetpoll() {
 	netpollOnce.Do(func() {
-		netpoll.LinkBufferCap = DefaultReadBufferSize
-		netpoll.Configure(netpoll.Config{BufferSize: DefaultReadBufferSize})
+		netpoll.Configure(netpoll.Config{BufferSize: readBufferSize})
 	})
+}
+
+// dropReadBuffer returns a new connection's first read buffer to netpoll's
+// pool before any byte has arrived: a peer that connects and stays silent
+// then costs no buffer.
+func dropReadBuffer(nc netpoll.Connection) {
+	nc.Reader().Release()
 }
 
 // New starts an engine. It logs the masking implementation chosen for this
@@ -151,7 +158,6 @@ func New(cfg Config) *Engine {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: newMetrics(cfg.Registerer),
-		conns:   make(map[*Conn]struct{}),
 	}
 	e.wheel = newWheel(cfg.Tick, cfg.Now)
 	e.metrics.simdImpl.WithLabelValues(simd.Impl()).Set(1)
@@ -171,7 +177,11 @@ func (e *Engine) track(c *Conn) bool {
 	if e.closed {
 		return false
 	}
-	e.conns[c] = struct{}{}
+	c.next = e.conns
+	if c.next != nil {
+		c.next.prev = c
+	}
+	e.conns = c
 	e.open.Add(1)
 	e.metrics.connsOpen.Inc()
 	return true
@@ -179,8 +189,16 @@ func (e *Engine) track(c *Conn) bool {
 
 func (e *Engine) untrack(c *Conn) {
 	e.mu.Lock()
-	if _, ok := e.conns[c]; ok {
-		delete(e.conns, c)
+	if c.prev != nil || e.conns == c {
+		if c.prev != nil {
+			c.prev.next = c.next
+		} else {
+			e.conns = c.next
+		}
+		if c.next != nil {
+			c.next.prev = c.prev
+		}
+		c.prev, c.next = nil, nil
 		e.open.Add(-1)
 		e.metrics.connsOpen.Dec()
 	}
@@ -197,8 +215,8 @@ func (e *Engine) Close() error {
 	}
 	e.closed = true
 	lns := e.listeners
-	conns := make([]*Conn, 0, len(e.conns))
-	for c := range e.conns {
+	var conns []*Conn
+	for c := e.conns; c != nil; c = c.next {
 		conns = append(conns, c)
 	}
 	e.mu.Unlock()

@@ -115,9 +115,7 @@ func (e *Engine) Listen(addr ma.Multiaddr, routes Routes) (*Listener, error) {
 		return nil, err
 	}
 	l.loop, err = netpoll.NewEventLoop(
-		func(ctx context.Context, nc netpoll.Connection) error {
-			return ctx.Value(connKey{}).(*Conn).onRequest()
-		},
+		func(context.Context, netpoll.Connection) error { return nil }, // replaced per connection in prepare
 		netpoll.WithOnPrepare(l.prepare),
 	)
 	if err != nil {
@@ -141,13 +139,11 @@ func (e *Engine) Listen(addr ma.Multiaddr, routes Routes) (*Listener, error) {
 	return l, nil
 }
 
-type connKey struct{}
-
 // prepare runs for each accepted connection before netpoll polls it: it
 // creates the connection's state and starts the handshake deadline.
 func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 	e := l.eng
-	c := &Conn{nc: nc, eng: e, routes: l, role: codec.Server}
+	c := &Conn{nc: nc, eng: e, role: codec.Server, fd: connFD(nc), hs: &handshake{routes: l}}
 	e.metrics.accepted.Inc()
 	if !e.track(c) {
 		nc.Close()
@@ -155,10 +151,14 @@ func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 	}
 	nc.SetWriteTimeout(e.cfg.WriteTimeout)
 	nc.AddCloseCallback(c.onClose)
+	dropReadBuffer(nc)
 	c.mu.Lock()
 	c.setDeadline(e.cfg.HandshakeTimeout)
 	c.mu.Unlock()
-	return context.WithValue(context.Background(), connKey{}, c)
+	// A read callback bound to c costs one small closure; a context value
+	// carrying c would cost more per connection.
+	nc.SetOnRequest(func(context.Context, netpoll.Connection) error { return c.onRequest() })
+	return context.Background()
 }
 
 // Close stops accepting new connections on this listener; connections
@@ -176,4 +176,9 @@ func (l *Listener) shutdown() {
 	defer cancel()
 	l.loop.Shutdown(ctx)
 	<-l.done
+}
+
+// connFD is the socket of a netpoll connection, for direct writes.
+func connFD(nc netpoll.Connection) int {
+	return nc.(interface{ Fd() int }).Fd()
 }

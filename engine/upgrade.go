@@ -9,10 +9,11 @@ import (
 // open. A request or response that arrives in pieces is kept in c.pending,
 // which is dropped as soon as the handshake ends.
 func (c *Conn) handshake(b []byte) ([]byte, bool) {
+	hs := c.hs
 	buf := b
-	if c.pending != nil {
-		c.pending = append(c.pending, b...)
-		buf = c.pending
+	if hs.pending != nil {
+		hs.pending = append(hs.pending, b...)
+		buf = hs.pending
 	}
 	var n int
 	var err error
@@ -22,12 +23,12 @@ func (c *Conn) handshake(b []byte) ([]byte, bool) {
 		n, err = c.clientUpgrade(buf)
 	}
 	if err == codec.ErrShortBuffer {
-		if c.pending == nil {
-			c.pending = append([]byte(nil), b...)
+		if hs.pending == nil {
+			hs.pending = append([]byte(nil), b...)
 		}
 		return nil, false
 	}
-	c.pending = nil
+	hs.pending = nil
 	if err != nil {
 		return nil, false
 	}
@@ -47,7 +48,7 @@ func (c *Conn) serverUpgrade(buf []byte) (int, error) {
 	}
 	var h Handler
 	if err == nil {
-		if h = c.routes.route(req.Path); h == nil {
+		if h = c.hs.routes.route(req.Path); h == nil {
 			err = codec.ErrNotFound
 		}
 	}
@@ -57,14 +58,11 @@ func (c *Conn) serverUpgrade(buf []byte) (int, error) {
 	}
 	var resp [160]byte
 	out := codec.AppendResponse(resp[:0], req.Key)
-	if _, err := c.nc.Writer().WriteBinary(out); err != nil {
-		c.fail(err, "write")
-		return 0, err
-	}
-	c.queued += len(out)
-	c.path = string(req.Path)
+	c.writeRaw(out)
+	c.hs.path = string(req.Path)
 	c.open(codec.Server)
 	c.stage = h(c)
+	c.hs = nil
 	return n, nil
 }
 
@@ -76,15 +74,13 @@ func (c *Conn) refuse(err error) {
 	c.eng.metrics.upgrades.WithLabelValues(he.Token).Inc()
 	var resp [256]byte
 	out := codec.AppendReject(resp[:0], he)
-	if _, werr := c.nc.Writer().WriteBinary(out); werr == nil {
-		c.queued += len(out)
-	}
+	c.writeRaw(out)
 	c.end(err)
 }
 
 // clientUpgrade checks the server's response to our request.
 func (c *Conn) clientUpgrade(buf []byte) (int, error) {
-	n, err := codec.ParseResponse(buf, c.key[:], c.eng.cfg.MaxRequestSize)
+	n, err := codec.ParseResponse(buf, c.hs.key[:], c.eng.cfg.MaxRequestSize)
 	if err == codec.ErrShortBuffer {
 		return 0, err
 	}
@@ -97,17 +93,15 @@ func (c *Conn) clientUpgrade(buf []byte) (int, error) {
 		c.end(err)
 		return 0, err
 	}
-	c.key = nil
-	h := c.handler
-	c.handler = nil
+	h := c.hs.handler
 	c.open(codec.Client)
 	c.stage = h(c)
+	c.hs = nil
 	return n, nil
 }
 
 func (c *Conn) open(role codec.Role) {
 	c.state = stateOpen
-	c.routes = nil
 	c.dec = codec.NewDecoder(role, c.eng.cfg.MaxMessageSize)
 	c.setDeadline(0)
 	c.eng.metrics.upgrades.WithLabelValues("ok").Inc()

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -20,6 +22,7 @@ import (
 func demo(args []string) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	n := fs.Int("n", 2000, "connections to open")
+	memprofile := fs.String("memprofile", "", "write a heap profile of the idle connections to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +44,11 @@ func demo(args []string) error {
 	}
 	elapsed := time.Since(start)
 	g1, heap1 := settle()
+	if *memprofile != "" {
+		if err := writeHeapProfile(*memprofile); err != nil {
+			return err
+		}
+	}
 
 	fmt.Printf("# swarmgate loadgen (embedded engine, loopback)\n\n")
 	fmt.Printf("listen %s, mask %s, %s/%s, %d CPUs\n\n", l.Addr(), simd.Impl(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
@@ -52,6 +60,15 @@ func demo(args []string) error {
 	fmt.Printf("| server connections open | %d |\n", srv.OpenConns())
 	runtime.KeepAlive(conns)
 	return nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("heap").WriteTo(f, 0)
 }
 
 // settle collects garbage and returns the goroutine count and live heap.

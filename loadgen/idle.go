@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"runtime"
 	"time"
 
@@ -26,6 +27,7 @@ func idle(args []string) error {
 	metrics := fs.String("server-metrics", "", "server /metrics URL (for go_goroutines); empty skips")
 	settle := fs.Duration("settle", 3*time.Second, "wait after the last echo before measuring")
 	name := fs.String("name", "server", "name of the server in the report")
+	gcURL := fs.String("server-gc", "", "URL that makes the server collect garbage (pprof: /debug/pprof/heap?gc=1), fetched twice before each RSS reading so both servers are measured in steady state")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,6 +48,7 @@ func idle(args []string) error {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	time.Sleep(*settle)
+	collect(*gcURL)
 	rss0, err := rssBytes(*pid)
 	if err != nil {
 		return err
@@ -58,6 +61,7 @@ func idle(args []string) error {
 	}
 	elapsed := time.Since(start)
 	time.Sleep(*settle)
+	collect(*gcURL)
 	rss1, err := rssBytes(*pid)
 	if err != nil {
 		return err
@@ -80,4 +84,20 @@ func goroutines(url string) float64 {
 		return -1
 	}
 	return v
+}
+
+// collect asks the server to run two garbage collections (the second empties
+// sync.Pool victim caches), then gives the scavenger a moment to return the
+// freed pages.
+func collect(url string) {
+	if url == "" {
+		return
+	}
+	for i := 0; i < 2; i++ {
+		if resp, err := http.Get(url); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	time.Sleep(time.Second)
 }

@@ -70,11 +70,11 @@ type Conn struct {
 	tslot        int32
 	deadline     int64
 
-	out    []byte // outbound bytes of this pass (pooled), nil when none
-	fd     int
-	err    error
-	state  connState
-	role   codec.Role
+	out   []byte // outbound bytes of this pass (pooled), nil when none
+	fd    int
+	err   error
+	state connState
+	role  codec.Role
 }
 
 // Role says whether this is the server or the client end.

@@ -1,8 +1,10 @@
 package mux
 
 import (
+	"cmp"
 	"encoding/binary"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -350,7 +352,14 @@ func (s *Session) end(err error) {
 	}
 	s.err = err
 	s.rxStream = nil
+	// Reset in stream ID order, so that handlers see a reproducible
+	// sequence.
+	live := make([]*Stream, 0, len(s.streams))
 	for _, st := range s.streams {
+		live = append(live, st)
+	}
+	slices.SortFunc(live, func(a, b *Stream) int { return cmp.Compare(a.id, b.id) })
+	for _, st := range live {
 		st.kill(err)
 	}
 	s.writers = s.writers[:0]

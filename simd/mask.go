@@ -37,8 +37,9 @@ var implNames = [numImpls]string{
 
 // impl selects the path Mask and MaskCopy take. It is set once at start-up
 // to the best one the CPU supports (see bestImpl in the per-architecture
-// files) and changed afterwards only by Use. A switch on a package int costs
-// one predictable branch, which matters for 16-byte payloads.
+// files) and changed afterwards only by Use. It is passed to the single
+// assembly entry point, which branches on it: one predictable compare
+// instead of a second call, which matters for 16-byte payloads.
 var impl = bestImpl()
 
 // Impl names the implementation in use: "avx512", "avx2", "sse2", "neon" or
@@ -81,7 +82,7 @@ func Mask(key [4]byte, pos int, b []byte) int {
 		return maskGeneric(key, pos, b)
 	}
 	p := unsafe.SliceData(b)
-	xorKey(p, p, len(b), rotKey(key, pos))
+	xorKey(p, p, len(b), rotKey(key, pos), impl)
 	return (pos + len(b)) & 3
 }
 
@@ -108,6 +109,6 @@ func MaskCopy(key [4]byte, pos int, dst, src []byte) int {
 	if impl == implGeneric {
 		return maskCopyGeneric(key, pos, dst, src)
 	}
-	xorKey(unsafe.SliceData(dst), unsafe.SliceData(src), len(src), rotKey(key, pos))
+	xorKey(unsafe.SliceData(dst), unsafe.SliceData(src), len(src), rotKey(key, pos), impl)
 	return (pos + len(src)) & 3
 }

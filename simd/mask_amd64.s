@@ -4,19 +4,26 @@
 
 #include "textflag.h"
 
-// func xorKeySSE2(dst *byte, src *byte, n int, key uint32)
-// Requires: SSE2
-TEXT ·xorKeySSE2(SB), NOSPLIT, $0-28
-	MOVQ   dst+0(FP), DI
-	MOVQ   src+8(FP), SI
-	MOVQ   n+16(FP), BX
-	MOVL   key+24(FP), DX
-	CMPQ   BX, $0x10
-	JB     sse2_small
-	MOVL   BX, CX
-	SHLL   $0x03, CX
-	MOVL   DX, R9
-	RORL   CL, R9
+// func xorKey(dst *byte, src *byte, n int, key uint32, impl int)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, BMI2, SSE2
+TEXT ·xorKey(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), BX
+	MOVL key+24(FP), DX
+	MOVQ impl+32(FP), AX
+	MOVL BX, CX
+	SHLL $0x03, CX
+	MOVL DX, R9
+	RORL CL, R9
+	CMPQ BX, $0x10
+	JB   small
+	CMPQ AX, $0x03
+	JE   avx512
+	CMPQ AX, $0x02
+	JE   avx2
+
+	// SSE2: 16-byte vectors.
 	MOVQ   DX, X0
 	PSHUFD $0x00, X0, X0
 	MOVQ   R9, X1
@@ -58,7 +65,6 @@ sse2_gt64:
 	PXOR  X1, X6
 	PXOR  X1, X7
 	LEAQ  (DI)(BX*1), R8
-	MOVQ  BX, AX
 
 sse2_loop64:
 	MOVOU (SI), X8
@@ -75,8 +81,8 @@ sse2_loop64:
 	MOVOU X11, 48(DI)
 	ADDQ  $0x40, SI
 	ADDQ  $0x40, DI
-	SUBQ  $0x40, AX
-	CMPQ  AX, $0x40
+	SUBQ  $0x40, BX
+	CMPQ  BX, $0x40
 	JA    sse2_loop64
 	MOVOU X4, -64(R8)
 	MOVOU X5, -48(R8)
@@ -84,18 +90,15 @@ sse2_loop64:
 	MOVOU X7, -16(R8)
 	RET
 
-sse2_small:
-	MOVL BX, CX
-	SHLL $0x03, CX
-	MOVL DX, R9
-	RORL CL, R9
+small:
 	CMPQ BX, $0x08
-	JB   sse2_lt8
+	JB   lt8
 	MOVQ DX, R8
 	SHLQ $0x20, R8
 	ORQ  DX, R8
-	MOVQ R8, R10
-	RORQ CL, R10
+	MOVQ R9, R10
+	SHLQ $0x20, R10
+	ORQ  R9, R10
 	MOVQ (SI), AX
 	MOVQ -8(SI)(BX*1), R11
 	XORQ R8, AX
@@ -104,9 +107,9 @@ sse2_small:
 	MOVQ R11, -8(DI)(BX*1)
 	RET
 
-sse2_lt8:
+lt8:
 	CMPQ BX, $0x04
-	JB   sse2_lt4
+	JB   lt4
 	MOVL (SI), AX
 	MOVL -4(SI)(BX*1), R11
 	XORL DX, AX
@@ -115,96 +118,99 @@ sse2_lt8:
 	MOVL R11, -4(DI)(BX*1)
 	RET
 
-sse2_lt4:
+lt4:
 	TESTQ BX, BX
-	JZ    sse2_ret
+	JZ    ret
 	CMPQ  BX, $0x02
-	JB    sse2_one
+	JB    one
 	MOVW  (SI), AX
 	XORW  DX, AX
 	MOVW  AX, (DI)
 	CMPQ  BX, $0x02
-	JE    sse2_ret
+	JE    ret
 	MOVB  2(SI), AL
 	SHRL  $0x10, DX
 	XORB  DL, AL
 	MOVB  AL, 2(DI)
 	RET
 
-sse2_one:
+one:
 	MOVB (SI), AL
 	XORB DL, AL
 	MOVB AL, (DI)
 
-sse2_ret:
+ret:
 	RET
 
-// func xorKeyAVX2(dst *byte, src *byte, n int, key uint32)
-// Requires: AVX, AVX2, SSE2
-TEXT ·xorKeyAVX2(SB), NOSPLIT, $0-28
-	MOVQ         dst+0(FP), DI
-	MOVQ         src+8(FP), SI
-	MOVQ         n+16(FP), BX
-	MOVL         key+24(FP), DX
-	CMPQ         BX, $0x10
-	JB           avx2_small
-	MOVL         BX, CX
-	SHLL         $0x03, CX
-	MOVL         DX, R9
-	RORL         CL, R9
-	MOVQ         DX, X0
-	MOVQ         R9, X1
-	CMPQ         BX, $0x20
-	JA           avx2_gt32
+avx2:
+	CMPQ BX, $0x20
+	JA   avx2_gt32
+
+avx2_le32:
+	VMOVD        DX, X0
+	VMOVD        R9, X1
 	VPBROADCASTD X0, X0
 	VPBROADCASTD X1, X1
-	VMOVDQU      (SI), X2
-	VMOVDQU      -16(SI)(BX*1), X3
-	VPXOR        X0, X2, X2
-	VPXOR        X1, X3, X3
+	VPXOR        (SI), X0, X2
+	VPXOR        -16(SI)(BX*1), X1, X3
 	VMOVDQU      X2, (DI)
 	VMOVDQU      X3, -16(DI)(BX*1)
 	RET
 
 avx2_gt32:
+	CMPQ BX, $0x40
+	JA   avx2_gt64
+
+avx2_le64:
+	VMOVD        DX, X0
+	VMOVD        R9, X1
 	VPBROADCASTD X0, Y0
 	VPBROADCASTD X1, Y1
-	CMPQ         BX, $0x40
-	JA           avx2_gt64
-	VMOVDQU      (SI), Y2
-	VMOVDQU      -32(SI)(BX*1), Y3
-	VPXOR        Y0, Y2, Y2
-	VPXOR        Y1, Y3, Y3
+	VPXOR        (SI), Y0, Y2
+	VPXOR        -32(SI)(BX*1), Y1, Y3
 	VMOVDQU      Y2, (DI)
 	VMOVDQU      Y3, -32(DI)(BX*1)
 	VZEROUPPER
 	RET
 
 avx2_gt64:
-	CMPQ    BX, $0x80
-	JA      avx2_gt128
-	VMOVDQU (SI), Y2
-	VMOVDQU 32(SI), Y3
-	VMOVDQU -64(SI)(BX*1), Y4
-	VMOVDQU -32(SI)(BX*1), Y5
-	VPXOR   Y0, Y2, Y2
-	VPXOR   Y0, Y3, Y3
-	VPXOR   Y1, Y4, Y4
-	VPXOR   Y1, Y5, Y5
-	VMOVDQU Y2, (DI)
-	VMOVDQU Y3, 32(DI)
-	VMOVDQU Y4, -64(DI)(BX*1)
-	VMOVDQU Y5, -32(DI)(BX*1)
+	VMOVD        DX, X0
+	VMOVD        R9, X1
+	VPBROADCASTD X0, Y0
+	VPBROADCASTD X1, Y1
+	CMPQ         BX, $0x80
+	JA           avx2_gt128
+	VPXOR        (SI), Y0, Y2
+	VPXOR        32(SI), Y0, Y3
+	VPXOR        -64(SI)(BX*1), Y1, Y4
+	VPXOR        -32(SI)(BX*1), Y1, Y5
+	VMOVDQU      Y2, (DI)
+	VMOVDQU      Y3, 32(DI)
+	VMOVDQU      Y4, -64(DI)(BX*1)
+	VMOVDQU      Y5, -32(DI)(BX*1)
 	VZEROUPPER
 	RET
 
 avx2_gt128:
-	VPXOR -128(SI)(BX*1), Y1, Y4
-	VPXOR -96(SI)(BX*1), Y1, Y5
-	VPXOR -64(SI)(BX*1), Y1, Y6
-	VPXOR -32(SI)(BX*1), Y1, Y7
-	LEAQ  (DI)(BX*1), R8
-	MOVQ  BX, AX
+	VPXOR        (SI), Y0, Y2
+	VPXOR        -128(SI)(BX*1), Y1, Y4
+	VPXOR        -96(SI)(BX*1), Y1, Y5
+	VPXOR        -64(SI)(BX*1), Y1, Y6
+	VPXOR        -32(SI)(BX*1), Y1, Y7
+	MOVQ         DI, R10
+	LEAQ         (DI)(BX*1), R8
+	MOVQ         DI, CX
+	NEGQ         CX
+	ANDQ         $0x1f, CX
+	ADDQ         CX, SI
+	ADDQ         CX, DI
+	SUBQ         CX, BX
+	SHLL         $0x03, CX
+	RORL         CL, DX
+	VMOVD        DX, X0
+	VPBROADCASTD X0, Y0
+	CMPQ         BX, $0x80
+	JBE          avx2_done
 
 avx2_loop128:
 	VPXOR   (SI), Y0, Y8
@@ -217,9 +223,12 @@ avx2_loop128:
 	VMOVDQU Y11, 96(DI)
 	ADDQ    $0x80, SI
 	ADDQ    $0x80, DI
-	SUBQ    $0x80, AX
-	CMPQ    AX, $0x80
+	SUBQ    $0x80, BX
+	CMPQ    BX, $0x80
 	JA      avx2_loop128
+
+avx2_done:
+	VMOVDQU Y2, (R10)
 	VMOVDQU Y4, -128(R8)
 	VMOVDQU Y5, -96(R8)
 	VMOVDQU Y6, -64(R8)
@@ -227,116 +236,93 @@ avx2_loop128:
 	VZEROUPPER
 	RET
 
-avx2_small:
-	MOVL BX, CX
-	SHLL $0x03, CX
-	MOVL DX, R9
-	RORL CL, R9
-	CMPQ BX, $0x08
-	JB   avx2_lt8
-	MOVQ DX, R8
-	SHLQ $0x20, R8
-	ORQ  DX, R8
-	MOVQ R8, R10
-	RORQ CL, R10
-	MOVQ (SI), AX
-	MOVQ -8(SI)(BX*1), R11
-	XORQ R8, AX
-	XORQ R10, R11
-	MOVQ AX, (DI)
-	MOVQ R11, -8(DI)(BX*1)
-	RET
-
-avx2_lt8:
-	CMPQ BX, $0x04
-	JB   avx2_lt4
-	MOVL (SI), AX
-	MOVL -4(SI)(BX*1), R11
-	XORL DX, AX
-	XORL R9, R11
-	MOVL AX, (DI)
-	MOVL R11, -4(DI)(BX*1)
-	RET
-
-avx2_lt4:
-	TESTQ BX, BX
-	JZ    avx2_ret
-	CMPQ  BX, $0x02
-	JB    avx2_one
-	MOVW  (SI), AX
-	XORW  DX, AX
-	MOVW  AX, (DI)
-	CMPQ  BX, $0x02
-	JE    avx2_ret
-	MOVB  2(SI), AL
-	SHRL  $0x10, DX
-	XORB  DL, AL
-	MOVB  AL, 2(DI)
-	RET
-
-avx2_one:
-	MOVB (SI), AL
-	XORB DL, AL
-	MOVB AL, (DI)
-
-avx2_ret:
-	RET
-
-// func xorKeyAVX512(dst *byte, src *byte, n int, key uint32)
-// Requires: AVX, AVX512BW, AVX512F, BMI2
-TEXT ·xorKeyAVX512(SB), NOSPLIT, $0-28
-	MOVQ         dst+0(FP), DI
-	MOVQ         src+8(FP), SI
-	MOVQ         n+16(FP), BX
-	MOVL         key+24(FP), DX
-	VPBROADCASTD DX, Z0
+avx512:
+	CMPQ         BX, $0x20
+	JBE          avx2_le32
 	CMPQ         BX, $0x40
-	JA           avx512_big
-	MOVQ         $-1, AX
-	BZHIQ        BX, AX, AX
-	KMOVQ        AX, K1
-	VMOVDQU8.Z   (SI), K1, Z1
-	VPXORD       Z0, Z1, Z1
-	VMOVDQU8     Z1, K1, (DI)
+	JBE          avx2_le64
+	VPBROADCASTD DX, Z0
+	VPBROADCASTD R9, Z1
+	CMPQ         BX, $0x80
+	JA           avx512_gt128
+	VPXORD       (SI), Z0, Z2
+	VPXORD       -64(SI)(BX*1), Z1, Z3
+	VMOVDQU64    Z2, (DI)
+	VMOVDQU64    Z3, -64(DI)(BX*1)
 	VZEROUPPER
 	RET
 
-avx512_big:
-	MOVQ BX, AX
-	CMPQ AX, $0x00000100
+avx512_gt128:
+	CMPQ      BX, $0x00000100
+	JA        avx512_gt256
+	VPXORD    (SI), Z0, Z2
+	VPXORD    64(SI), Z0, Z3
+	VPXORD    -128(SI)(BX*1), Z1, Z4
+	VPXORD    -64(SI)(BX*1), Z1, Z5
+	VMOVDQU64 Z2, (DI)
+	VMOVDQU64 Z3, 64(DI)
+	VMOVDQU64 Z4, -128(DI)(BX*1)
+	VMOVDQU64 Z5, -64(DI)(BX*1)
+	VZEROUPPER
+	RET
+
+avx512_gt256:
+	MOVQ         DI, CX
+	NEGQ         CX
+	ANDQ         $0x3f, CX
+	JZ           avx512_aligned
+	MOVQ         $-1, AX
+	BZHIQ        CX, AX, AX
+	KMOVQ        AX, K1
+	VMOVDQU8.Z   (SI), K1, Z2
+	VPXORD       Z0, Z2, Z2
+	VMOVDQU8     Z2, K1, (DI)
+	ADDQ         CX, SI
+	ADDQ         CX, DI
+	SUBQ         CX, BX
+	SHLL         $0x03, CX
+	RORL         CL, DX
+	VPBROADCASTD DX, Z0
+
+avx512_aligned:
+	CMPQ BX, $0x00000100
 	JB   avx512_loop64
 
 avx512_loop256:
-	VPXORD    (SI), Z0, Z1
-	VPXORD    64(SI), Z0, Z2
-	VPXORD    128(SI), Z0, Z3
-	VPXORD    192(SI), Z0, Z4
-	VMOVDQU64 Z1, (DI)
-	VMOVDQU64 Z2, 64(DI)
-	VMOVDQU64 Z3, 128(DI)
-	VMOVDQU64 Z4, 192(DI)
+	VPXORD    (SI), Z0, Z2
+	VPXORD    64(SI), Z0, Z3
+	VPXORD    128(SI), Z0, Z4
+	VPXORD    192(SI), Z0, Z5
+	VMOVDQU64 Z2, (DI)
+	VMOVDQU64 Z3, 64(DI)
+	VMOVDQU64 Z4, 128(DI)
+	VMOVDQU64 Z5, 192(DI)
 	ADDQ      $0x00000100, SI
 	ADDQ      $0x00000100, DI
-	SUBQ      $0x00000100, AX
-	CMPQ      AX, $0x00000100
+	SUBQ      $0x00000100, BX
+	CMPQ      BX, $0x00000100
 	JAE       avx512_loop256
 
 avx512_loop64:
-	CMPQ      AX, $0x40
+	CMPQ      BX, $0x40
 	JB        avx512_tail
-	VPXORD    (SI), Z0, Z1
-	VMOVDQU64 Z1, (DI)
+	VPXORD    (SI), Z0, Z2
+	VMOVDQU64 Z2, (DI)
 	ADDQ      $0x40, SI
 	ADDQ      $0x40, DI
-	SUBQ      $0x40, AX
+	SUBQ      $0x40, BX
 	JMP       avx512_loop64
 
 avx512_tail:
-	MOVQ       $-1, CX
-	BZHIQ      AX, CX, CX
-	KMOVQ      CX, K1
-	VMOVDQU8.Z (SI), K1, Z1
-	VPXORD     Z0, Z1, Z1
-	VMOVDQU8   Z1, K1, (DI)
+	TESTQ      BX, BX
+	JZ         avx512_done
+	MOVQ       $-1, AX
+	BZHIQ      BX, AX, AX
+	KMOVQ      AX, K1
+	VMOVDQU8.Z (SI), K1, Z2
+	VPXORD     Z0, Z2, Z2
+	VMOVDQU8   Z2, K1, (DI)
+
+avx512_done:
 	VZEROUPPER
 	RET

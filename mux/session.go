@@ -363,6 +363,15 @@ func (s *Session) end(err error) {
 		st.kill(err)
 	}
 	s.writers = s.writers[:0]
+	// Queued stream data is for dead streams: drop it, except the rest of
+	// a frame already partly sent, which must complete so that the GoAway
+	// after it is still framed.
+	if s.dataMid > 0 {
+		s.data.b = s.data.b[:s.data.off+s.dataMid]
+	} else {
+		s.data.release()
+	}
+	s.lastFrame = -1
 }
 
 // queueCtl queues a control frame. Control frames are provoked by the peer

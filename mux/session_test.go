@@ -713,3 +713,23 @@ func TestClientIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCloseDropsQueuedData(t *testing.T) {
+	s, sts := serverWith(t, Config{}, func() Handler { return &recorder{} })
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 1, 0), t0)
+	drain(s)
+	(*sts)[0].Write(make([]byte, 100<<10))
+	out := s.AppendOutput(nil, 100) // mid-frame
+	s.Close(CodeNormal)
+	out = s.AppendOutput(out, 0)
+	hs := parseFrames(t, out)
+	if len(hs) != 2 || hs[0].Type != TypeData || hs[1] != (Header{TypeGoAway, 0, 0, 0}) {
+		t.Fatalf("%+v", hs)
+	}
+	if s.HasOutput() {
+		t.Fatal("output left")
+	}
+	if _, err := s.Input(frame(TypePing, FlagSYN, 0, 1), t0); !errors.Is(err, ErrSessionClosed) {
+		t.Fatal(err)
+	}
+}

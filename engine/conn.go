@@ -75,6 +75,20 @@ type Conn struct {
 	err   error
 	state connState
 	role  codec.Role
+	// closing TCP is left to unlock: netpoll runs close callbacks, which
+	// take mu, synchronously inside Close.
+	closeTCP bool
+}
+
+// unlock releases the connection's lock and then closes TCP if the locked
+// section ended the connection.
+func (c *Conn) unlock() {
+	closeTCP := c.closeTCP
+	c.closeTCP = false
+	c.mu.Unlock()
+	if closeTCP {
+		c.nc.Close()
+	}
 }
 
 // Role says whether this is the server or the client end.
@@ -115,7 +129,7 @@ func (c *Conn) setDeadline(d time.Duration) {
 // onDeadline runs when the timer wheel fires c's deadline.
 func (c *Conn) onDeadline() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.deadline == 0 || c.eng.cfg.Now().UnixNano() < c.deadline || c.state == stateClosed {
 		return // cancelled or moved since the wheel picked it
 	}
@@ -141,7 +155,7 @@ var (
 // input remains, and only ever one at a time per connection.
 func (c *Conn) onRequest() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	r := c.nc.Reader()
 	n := r.Len()
 	if c.state == stateClosed {
@@ -241,8 +255,8 @@ func (c *Conn) fail(err error, reason string) {
 	c.end(err)
 }
 
-// end flushes what is queued and closes TCP. Closed runs from netpoll's
-// close callback.
+// end flushes what is queued and has TCP closed when the lock is released.
+// Stage.Closed runs from netpoll's close callback.
 func (c *Conn) end(err error) {
 	if c.state == stateClosed {
 		return
@@ -250,7 +264,7 @@ func (c *Conn) end(err error) {
 	c.state = stateClosed
 	c.err = err
 	c.flush()
-	c.nc.Close()
+	c.closeTCP = true
 }
 
 // onClose is netpoll's close callback, run once when the connection is gone,
@@ -401,7 +415,7 @@ func writeFD(fd int, b []byte) (int, error) {
 // flushes. Goroutines outside the engine use it to write.
 func (c *Conn) Do(f func(c *Conn)) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if c.state == stateClosed {
 		return
 	}

@@ -41,7 +41,7 @@ func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) 
 	out := codec.AppendRequest(req[:0], a.hostPort(), path, c.hs.key[:])
 	c.writeRaw(out)
 	c.flush()
-	c.mu.Unlock()
+	c.unlock()
 	// Registering the read callback last: the response cannot be handled
 	// before the connection's state is complete.
 	nc.SetOnRequest(func(_ context.Context, _ netpoll.Connection) error { return c.onRequest() })

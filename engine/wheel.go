@@ -44,7 +44,9 @@ func (w *wheel) schedule(c *Conn, at time.Time) {
 	w.unlink(c)
 	if !at.IsZero() {
 		c.twhen = at.UnixNano()
-		t := w.tickOf(at)
+		// File under the first tick at or after the deadline: a slot is
+		// visited once per revolution, so it must never be visited early.
+		t := (c.twhen + int64(w.tick) - 1) / int64(w.tick)
 		if t <= w.cursor {
 			t = w.cursor + 1
 		}

@@ -235,9 +235,11 @@ func (c *conn) expectTCPClose() {
 }
 
 // Frame builders (client role: masked).
-func fr(fin bool, op codec.Opcode, p []byte) []byte { return codec.AppendFrame(nil, codec.Client, fin, op, p) }
-func text(s string) []byte                          { return fr(true, codec.OpText, []byte(s)) }
-func bin(p []byte) []byte                           { return fr(true, codec.OpBinary, p) }
+func fr(fin bool, op codec.Opcode, p []byte) []byte {
+	return codec.AppendFrame(nil, codec.Client, fin, op, p)
+}
+func text(s string) []byte { return fr(true, codec.OpText, []byte(s)) }
+func bin(p []byte) []byte  { return fr(true, codec.OpBinary, p) }
 func closeFrame(code uint16, reason string) []byte {
 	body := []byte{byte(code >> 8), byte(code)}
 	return fr(true, codec.OpClose, append(body, reason...))

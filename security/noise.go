@@ -294,8 +294,10 @@ func (h *Handshake) Done() bool { return h.step == hsDone }
 func (h *Handshake) Result() Result { return h.result }
 
 // Session returns the transport cipher states; valid once Done. The
-// pointer stays valid (and owned by the handshake's owner) for the life of
-// the connection; the handshake state itself has been released.
+// pointer points into h (the Noise handshake state itself has been
+// released by then, so keeping h costs a few hundred bytes). The caller may
+// instead copy *h.Session() by value before the first Seal or Open and drop
+// h; never copy a Session after use (two copies would reuse nonces).
 func (h *Handshake) Session() *Session { return &h.session }
 
 // write appends one length-prefixed handshake message carrying payload.

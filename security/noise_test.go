@@ -2,6 +2,7 @@ package security
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -504,4 +505,32 @@ func FuzzResponder(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The DH function reuses the parsed key when flynn/noise passes back the
+// very slice it was given, and parses any other slice. A deliberately
+// mismatched cache shows which path ran.
+func TestDHKeyReuse(t *testing.T) {
+	priv := bytes.Repeat([]byte{1}, 32)
+	peerKey, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{3}, 32))
+	pub := peerKey.PublicKey().Bytes()
+	real, _ := ecdh.X25519().NewPrivateKey(priv)
+	decoy, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{2}, 32))
+	x := x25519{static: decoy, staticPriv: priv}
+	viaCache, err := x.DH(priv, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := decoy.ECDH(peerKey.PublicKey()); !bytes.Equal(viaCache, want) {
+		t.Fatal("static slice did not use the cached key")
+	}
+	parsed, _ := x.DH(bytes.Clone(priv), pub)
+	if want, _ := real.ECDH(peerKey.PublicKey()); !bytes.Equal(parsed, want) {
+		t.Fatal("foreign slice was not parsed")
+	}
+	kp, _ := x.GenerateKeypair(constReader(9))
+	viaEph, _ := x.DH(kp.Private, pub)
+	if want, _ := x.eph.ECDH(peerKey.PublicKey()); !bytes.Equal(viaEph, want) || !bytes.Equal(kp.Public, x.eph.PublicKey().Bytes()) {
+		t.Fatal("ephemeral path")
+	}
 }

@@ -273,6 +273,17 @@ func TestHandshakeBadMessages(t *testing.T) {
 		_, _, err := cfg.NewResponder("").Input(nil, append([]byte{0, 16}, make([]byte, 16)...))
 		checkReason(t, err, ErrMalformed)
 	})
+	t.Run("msg1 with a payload is accepted", func(t *testing.T) {
+		// The payload of msg 1 is unauthenticated; go ignores it, so do we.
+		ini := ourNoise(t, nil).NewInitiator(cfg.LocalPeer())
+		msg1, _ := ini.Start(nil)
+		withPayload := append([]byte{0, 32 + 5}, msg1[2:]...)
+		withPayload = append(withPayload, "hello"...)
+		msg2, n, err := cfg.NewResponder("").Input(nil, withPayload)
+		if err != nil || n != len(withPayload) || len(msg2) == 0 {
+			t.Fatalf("%d %v", n, err)
+		}
+	})
 	t.Run("low-order ephemeral", func(t *testing.T) {
 		_, _, err := cfg.NewResponder("").Input(nil, append([]byte{0, 32}, make([]byte, 32)...))
 		checkReason(t, err, ErrMalformed)

@@ -290,6 +290,16 @@ func (l *MultistreamListener) fail(e *MultistreamError) error {
 // Done reports whether a protocol has been selected.
 func (l *MultistreamListener) Done() bool { return l.state == msDone }
 
+// Selected returns the index of the selected protocol in the set given to
+// Reset (in NewMultistreamProtocols order), or -1 before Done: a cheap key
+// for dispatching to the protocol's handler.
+func (l *MultistreamListener) Selected() int {
+	if l.state != msDone {
+		return -1
+	}
+	return int(l.sel)
+}
+
 // Protocol returns the selected protocol id, or "" before Done.
 func (l *MultistreamListener) Protocol() string {
 	if l.state != msDone {

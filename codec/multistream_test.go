@@ -190,7 +190,7 @@ func TestMultistreamListenerScenarios(t *testing.T) {
 			if !bytes.Equal(out, c.out) {
 				t.Errorf("%s/%d: out = %q, want %q", c.name, chunk, out, c.out)
 			}
-			if err == nil && (l.Protocol() != c.proto || !bytes.Equal(rest, c.rest)) {
+			if err == nil && (l.Protocol() != c.proto || msTestProtos.ids[l.Selected()] != c.proto || !bytes.Equal(rest, c.rest)) {
 				t.Errorf("%s/%d: proto %q rest %x", c.name, chunk, l.Protocol(), rest)
 			}
 		}

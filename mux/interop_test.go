@@ -482,3 +482,43 @@ func TestInteropGoAwayObserved(t *testing.T) {
 		})
 	}
 }
+
+// A go-yamux client that keeps opening streams past our limit gets RSTs,
+// then, after DefaultMaxRefusedStreams refusals in a row, GoAway(protocol
+// error).
+func TestInteropStreamFlood(t *testing.T) {
+	for _, v := range []int{4, 5} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			a, b := connPair(t)
+			gp := newGoPeer(t, v, a, true, 0)
+			ns := runSession(t, b, false, Config{MaxStreams: 10, OnStream: func(st *Stream) { st.Accept(&Funcs{}) }})
+			var refused int
+			for i := range 10 + DefaultMaxRefusedStreams + 5 {
+				st, err := gp.open()
+				if err != nil {
+					break // session closed by our GoAway
+				}
+				st.Write([]byte("x"))
+				if i >= 10 {
+					if _, err := st.Read(make([]byte, 1)); err != nil {
+						refused++
+					}
+				}
+			}
+			select {
+			case <-gp.closed():
+			case <-time.After(5 * time.Second):
+				t.Fatal("go session not closed")
+			}
+			ns.mu.Lock()
+			defer ns.mu.Unlock()
+			var e *Error
+			if !errors.As(ns.err, &e) || e.Reason != "stream_open_flood" {
+				t.Fatal(ns.err)
+			}
+			if refused < DefaultMaxRefusedStreams {
+				t.Fatalf("only %d streams saw the RST", refused)
+			}
+		})
+	}
+}

@@ -522,3 +522,54 @@ func TestInteropStreamFlood(t *testing.T) {
 		})
 	}
 }
+
+// The same echo over a loopback TCP pair, where reads split frames at
+// arbitrary points: go-yamux v5 client, our server, 1 MiB per stream.
+func TestInteropTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	t.Cleanup(func() { a.Close(); b.Close() })
+	var ns *netSession
+	ns = runSession(t, b, false, Config{OnStream: func(st *Stream) { st.Accept(&eventEcho{ns: ns}) }})
+	gp := newGoPeer(t, 5, a, true, 0)
+	var wg sync.WaitGroup
+	errs := make(chan error, interopStreams)
+	for i := range interopStreams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := gp.open()
+			if err == nil {
+				err = writeAndVerify(st, i, 1<<20)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.err != nil || ns.overWindow {
+		t.Fatal(ns.err, ns.overWindow)
+	}
+}

@@ -129,11 +129,12 @@ func (s *Session) Input(in []byte, now time.Time) (consumed int, err error) {
 			if uint32(k) > s.rxRemain || k > math.MaxUint32 {
 				k = int(s.rxRemain)
 			}
+			// rxRemain first: grant() counts it as still in flight.
+			s.rxRemain -= uint32(k)
 			if st := s.rxStream; st != nil && (st.state == StreamOpen || st.state == StreamLocalClosed) {
 				st.deliver(in[i : i+k])
 			}
 			i += k
-			s.rxRemain -= uint32(k)
 			if s.rxRemain == 0 {
 				s.endData()
 			}

@@ -96,6 +96,8 @@ func (p *pipe) run() {
 		if p.feed(p.c, &p.toC, &p.errC) {
 			moved = true
 		}
+		checkInvariants(p.t, p.c)
+		checkInvariants(p.t, p.s)
 		if !moved {
 			return
 		}
@@ -731,5 +733,22 @@ func TestCloseDropsQueuedData(t *testing.T) {
 	}
 	if _, err := s.Input(frame(TypePing, FlagSYN, 0, 1), t0); !errors.Is(err, ErrSessionClosed) {
 		t.Fatal(err)
+	}
+}
+
+// A Data frame whose payload is still arriving must not be counted as free
+// window: consuming its first part grants nothing beyond the window.
+func TestGrantCountsPayloadInFlight(t *testing.T) {
+	s, _ := serverWith(t, Config{}, func() Handler { return &recorder{consume: true} })
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 1, 0), t0)
+	drain(s)
+	f := frame(TypeData, 0, 1, 200<<10, make([]byte, 200<<10)...)
+	s.Input(f[:HeaderLen+100<<10], t0) // 100K consumed, 100K in flight
+	if s.HasOutput() {
+		t.Fatalf("granted %+v while 100K still in flight", parseFrames(t, drain(s)))
+	}
+	s.Input(f[HeaderLen+100<<10:], t0)
+	if hs := parseFrames(t, drain(s)); len(hs) != 1 || hs[0] != (Header{TypeWindowUpdate, 0, 1, 200 << 10}) {
+		t.Fatalf("%+v", hs)
 	}
 }

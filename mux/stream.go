@@ -431,7 +431,14 @@ func (st *Stream) grant() {
 	if st.state != StreamOpen && st.state != StreamLocalClosed || s.err != nil || st.flags&fBacklog != 0 {
 		return
 	}
-	free := st.recvWindow - uint32(st.rb.len()) - st.recvCredit
+	// Bytes the window still covers: buffered, still allowed, and the
+	// rest of a Data frame whose header we have parsed but whose payload
+	// is still arriving.
+	used := uint32(st.rb.len()) + st.recvCredit
+	if s.rxStream == st {
+		used += s.rxRemain
+	}
+	free := st.recvWindow - used
 	if free < st.recvWindow/2 {
 		return
 	}

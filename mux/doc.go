@@ -39,6 +39,24 @@
 // exceeds the window we granted; window is granted back only as the
 // embedder consumes (OnData's return, Discard, Read).
 //
+// Any call into the session or one of its streams (Input, Tick, Open,
+// Stream.Write, CloseWrite, Reset, Read, Discard, Accept) may queue output:
+// check HasOutput afterwards. Window updates for consumed bytes use the time
+// of the last Input or Tick call.
+//
+// # Memory
+//
+// A session holds, at most: MaxOutput bytes of queued stream data (plus one
+// 12-byte FIN per stream), MaxControlOutput bytes of control frames, and per
+// stream no more unread bytes than the window it granted (InitialWindow, or
+// up to MaxWindow once auto-tuned, within MaxWindowGrowth per session). The
+// worst case with handlers that never consume is (streams) × 256 KiB +
+// MaxWindowGrowth, where streams ≤ MaxStreams inbound plus the outbound
+// streams the embedder opened (also ≤ MaxStreams): 1000 × 256 KiB + 16 MiB
+// for peer-driven memory with the defaults; lower MaxStreams to lower it. Buffers come
+// from size-class pools and are returned when empty, so an idle session
+// (≈ 460 B) and an idle stream (≈ 170 B) hold none.
+//
 // # Limits
 //
 // Every limit has a named default (DefaultMaxStreams, DefaultAcceptBacklog,

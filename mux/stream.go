@@ -149,6 +149,9 @@ type Stream struct {
 // ID returns the stream ID (odd: opened by the client, even: by the server).
 func (st *Stream) ID() uint32 { return st.id }
 
+// IsInbound reports whether the peer opened the stream.
+func (st *Stream) IsInbound() bool { return st.flags&fInbound != 0 }
+
 // Session returns the session the stream belongs to.
 func (st *Stream) Session() *Session { return st.sess }
 

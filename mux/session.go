@@ -100,6 +100,10 @@ func (s *Session) RTT() time.Duration { return s.rtt }
 // NumStreams returns the number of live streams (both directions).
 func (s *Session) NumStreams() int { return len(s.streams) }
 
+// RemoteGoAway reports whether the peer sent GoAway(CodeNormal): it opens
+// no new streams and Open fails; existing streams continue.
+func (s *Session) RemoteGoAway() bool { return s.remoteGoAway }
+
 // IsClient reports the role.
 func (s *Session) IsClient() bool { return s.client }
 
@@ -520,30 +524,31 @@ func (s *Session) HasOutput() bool { return !s.ctl.empty() || !s.data.empty() }
 // OutputLen returns the number of bytes waiting to be sent.
 func (s *Session) OutputLen() int { return s.ctl.len() + s.data.len() }
 
-// AppendOutput appends up to max bytes of queued output to dst and returns
-// the extended slice (max ≤ 0: everything). The bytes are a plain byte
+// AppendOutput appends up to limit bytes of queued output to dst and
+// returns the extended slice (limit ≤ 0: everything). The session keeps no
+// reference to dst. The bytes are a plain byte
 // stream: a call may end mid-frame and the next continues it. Control
 // frames (window updates, pongs, SYN/ACK, RST, GoAway) go before queued
 // stream data. Freeing queue space may call Handler.OnWritable, whose
 // writes are drained by the next call.
-func (s *Session) AppendOutput(dst []byte, max int) []byte {
-	if max <= 0 {
-		max = math.MaxInt
+func (s *Session) AppendOutput(dst []byte, limit int) []byte {
+	if limit <= 0 {
+		limit = math.MaxInt
 	}
 	if s.dataMid > 0 {
-		dst, max = s.drainData(dst, max, true)
+		dst, limit = s.drainData(dst, limit, true)
 	}
 	if s.dataMid == 0 && !s.ctl.empty() {
-		k := min(s.ctl.len(), max)
+		k := min(s.ctl.len(), limit)
 		dst = append(dst, s.ctl.bytes()[:k]...)
 		s.ctl.discard(k)
-		max -= k
+		limit -= k
 		if s.ctl.empty() {
 			s.pendingPongs = 0
 		}
 	}
 	if s.ctl.empty() {
-		dst, _ = s.drainData(dst, max, false)
+		dst, _ = s.drainData(dst, limit, false)
 	}
 	s.notifyWritable()
 	return dst

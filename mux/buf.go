@@ -75,7 +75,13 @@ func (q *queue) reserve(n int) (shift int) {
 		q.off = 0
 		return shift
 	}
-	nb := getBuf(live + n)
+	need := live + n
+	if need > classLarge {
+		// Beyond the pooled classes (an auto-tuned receive window, a
+		// large MaxOutput), grow geometrically to keep appends linear.
+		need = max(need, 2*cap(q.b))
+	}
+	nb := getBuf(need)
 	nb = append(nb, q.b[q.off:]...)
 	if q.b != nil {
 		putBuf(q.b)

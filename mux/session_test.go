@@ -752,3 +752,24 @@ func TestGrantCountsPayloadInFlight(t *testing.T) {
 		t.Fatalf("%+v", hs)
 	}
 }
+
+func TestQueueGrowth(t *testing.T) {
+	var q queue
+	p := make([]byte, 1000)
+	allocs := 0
+	lastCap := 0
+	for range 4000 {
+		q.write(p)
+		if cap(q.b) != lastCap {
+			allocs++
+			lastCap = cap(q.b)
+		}
+	}
+	if q.len() != 4000*1000 || allocs > 12 {
+		t.Fatalf("len %d, %d buffer changes", q.len(), allocs)
+	}
+	q.discard(q.len())
+	if q.b != nil {
+		t.Fatal("not released")
+	}
+}

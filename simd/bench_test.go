@@ -3,6 +3,7 @@ package simd
 import (
 	"fmt"
 	"testing"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 )
@@ -27,7 +28,7 @@ var benchCases = []struct {
 func alignedBuf(n, align int) []byte {
 	buf := make([]byte, n+128)
 	off := 0
-	for uintptr(unsafePointer(buf[off:]))%64 != 0 {
+	for uintptr(unsafe.Pointer(unsafe.SliceData(buf[off:])))%64 != 0 {
 		off++
 	}
 	return buf[off+align : off+align+n]
@@ -98,5 +99,47 @@ func BenchmarkMask(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// xorKeyFn is the alternative dispatch design: a function variable holding
+// the kernel. BenchmarkDispatch measures it against the chosen design (Mask
+// passes impl to one assembly entry point that branches on it).
+var xorKeyFn = xorKey
+
+// BenchmarkDispatch measures what dispatch costs at tiny sizes: the public
+// Mask (generic check, key rotation, one call into the assembly, which
+// branches on impl) against calling the kernel directly, and against a
+// call through a function variable.
+func BenchmarkDispatch(b *testing.B) {
+	key := [4]byte{0x12, 0x34, 0x56, 0x78}
+	for _, n := range []int{1, 16} {
+		buf := alignedBuf(n, 0)
+		p := unsafe.SliceData(buf)
+		k := rotKey(key, 1)
+		b.Run(fmt.Sprintf("via=Mask/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for range b.N {
+				sinkPos = Mask(key, 1, buf)
+			}
+		})
+		b.Run(fmt.Sprintf("via=direct/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for range b.N {
+				xorKey(p, p, n, k, impl)
+			}
+		})
+		b.Run(fmt.Sprintf("via=funcvar/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for range b.N {
+				xorKeyFn(p, p, n, k, impl)
+			}
+		})
+		b.Run(fmt.Sprintf("via=generic/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for range b.N {
+				sinkPos = maskGeneric(key, 1, buf)
+			}
+		})
 	}
 }

@@ -15,6 +15,3 @@ func inexactOverlap(x, y []byte) bool {
 	}
 	return xp < yp+uintptr(len(y)) && yp < xp+uintptr(len(x))
 }
-
-// unsafePointer exposes the address of b's first byte to tests.
-func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// Usage: node [--experimental-websocket] client.mjs <multiaddr> [options]
+//
+//   <multiaddr>        target, e.g. /ip4/127.0.0.1/tcp/4001/ws/p2p/12D3Koo…
+//                      (or env TARGET). With /p2p/ the Noise handshake checks
+//                      the peer ID; without it any peer ID is accepted.
+//   --hold N           keep the connection open N seconds at the end and fail
+//                      if it closes (env HOLD_SECONDS, default 0)
+//   --monitor-ms N     connection-monitor ping interval during the hold
+//                      (env MONITOR_MS, default 10000)
+//   --pings N          pings to send (default 10)
+//   --streams N        concurrent /echo/1.0.0 streams (default 4)
+//   --bytes N          bytes per echo stream (default 1048576)
+//   -v                 progress on stderr
+//
+// Prints one JSON line on stdout; exit 0 if ok, 1 otherwise.
+import { spawnSync } from 'node:child_process'
+import { needsWebSocketFlag } from './polyfill.mjs'
+
+if (needsWebSocketFlag) {
+  // Node 20: the global WebSocket needs a flag; run again with it.
+  const r = spawnSync(process.execPath, ['--experimental-websocket', '--no-warnings=ExperimentalWarning', ...process.argv.slice(1)], { stdio: 'inherit' })
+  process.exit(r.status ?? 1)
+}
+const { DEFAULTS, runClient } = await import('./lib.mjs')
+
+function parseArgs (argv) {
+  const o = {
+    target: process.env.TARGET,
+    holdSeconds: num(process.env.HOLD_SECONDS, DEFAULTS.holdSeconds),
+    monitorIntervalMs: num(process.env.MONITOR_MS, DEFAULTS.monitorIntervalMs)
+  }
+  const flags = {
+    '--hold': 'holdSeconds',
+    '--monitor-ms': 'monitorIntervalMs',
+    '--pings': 'pings',
+    '--streams': 'echoStreams',
+    '--bytes': 'echoBytes'
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '-v') {
+      o.verbose = true
+    } else if (a in flags) {
+      o[flags[a]] = num(argv[++i], NaN)
+      if (!Number.isFinite(o[flags[a]])) throw new Error(`${a} needs a number`)
+    } else if (a.startsWith('/')) {
+      o.target = a
+    } else {
+      throw new Error(`unknown argument ${a}`)
+    }
+  }
+  if (!o.target) throw new Error('usage: node client.mjs <multiaddr> [--hold N] [--pings N] [--streams N] [--bytes N] [-v]')
+  return o
+}
+
+function num (s, dflt) {
+  return s === undefined || s === '' ? dflt : Number(s)
+}
+
+let target
+try {
+  const o = parseArgs(process.argv.slice(2))
+  target = o.target
+  if (o.verbose) o.log = (m) => process.stderr.write(`client: ${m}\n`)
+  const summary = await runClient(o)
+  console.log(JSON.stringify({ ...summary, runtime: `node ${process.version}` }))
+  process.exit(0)
+} catch (err) {
+  process.stderr.write(`client: error: ${err?.stack ?? err}\n`)
+  console.log(JSON.stringify({ target, ok: false, error: String(err?.message ?? err) }))
+  process.exit(1)
+}

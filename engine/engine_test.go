@@ -363,7 +363,7 @@ func TestSlowUpgradersDoNotBlock(t *testing.T) {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(20 * time.Millisecond):
+				case <-time.After(100 * time.Millisecond):
 				}
 				if _, err := nc.Write([]byte{b}); err != nil {
 					return

@@ -143,3 +143,26 @@ func BenchmarkDispatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTiny compares the selected path with the generic one at every
+// length below 16, where the fixed cost of a call dominates; it justifies
+// tinyLen.
+func BenchmarkTiny(b *testing.B) {
+	key := [4]byte{0x12, 0x34, 0x56, 0x78}
+	for n := 1; n < 16; n++ {
+		buf := alignedBuf(n, 0)
+		for _, name := range []string{Impl(), "generic"} {
+			b.Run(fmt.Sprintf("impl=%s/size=%d", name, n), func(b *testing.B) {
+				restore, err := Use(name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer restore()
+				b.SetBytes(int64(n))
+				for range b.N {
+					sinkPos = Mask(key, 1, buf)
+				}
+			})
+		}
+	}
+}

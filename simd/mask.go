@@ -66,6 +66,11 @@ func Use(name string) (restore func(), err error) {
 	return nil, fmt.Errorf("simd: unknown implementation %q", name)
 }
 
+// tinyLen is the length below which Mask and MaskCopy XOR byte by byte in
+// Go on every path: passing arguments on the stack into the assembly costs
+// more than a few bytes of work (BenchmarkTiny).
+const tinyLen = 4
+
 // rotKey returns the masking key as a little-endian word turned so that its
 // low byte is the key byte for payload offset pos: the kernels then never
 // need to know pos.
@@ -78,6 +83,13 @@ func rotKey(key [4]byte, pos int) uint32 {
 // so a parser can unmask a payload that arrives in pieces). It returns the key
 // offset for the byte after b: (pos+len(b))&3.
 func Mask(key [4]byte, pos int, b []byte) int {
+	if len(b) < tinyLen {
+		// A few bytes cost less here than the call into the assembly.
+		for i := range b {
+			b[i] ^= key[(pos+i)&3]
+		}
+		return (pos + len(b)) & 3
+	}
 	if impl == implGeneric {
 		return maskGeneric(key, pos, b)
 	}
@@ -105,6 +117,12 @@ func MaskCopy(key [4]byte, pos int, dst, src []byte) int {
 	dst = dst[:len(src)]
 	if inexactOverlap(dst, src) {
 		panic("simd: MaskCopy: invalid buffer overlap")
+	}
+	if len(src) < tinyLen {
+		for i := range src {
+			dst[i] = src[i] ^ key[(pos+i)&3]
+		}
+		return (pos + len(src)) & 3
 	}
 	if impl == implGeneric {
 		return maskCopyGeneric(key, pos, dst, src)

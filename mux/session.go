@@ -268,6 +268,11 @@ func (s *Session) incoming(id uint32) *Stream {
 		s.fail(errDuplicateSYN)
 		return nil
 	}
+	// IDs are not required to arrive in increasing order (go-yamux
+	// allocates IDs under a lock but sends each SYN from the opening
+	// goroutine). A peer that reuses the ID of a stream that is gone may
+	// receive our still-queued data for the old stream on the new one:
+	// only that peer is confused, so this is not policed.
 	if s.localGoAway || s.numInbound >= s.cfg.MaxStreams || s.backlog >= s.cfg.AcceptBacklog || s.cfg.OnStream == nil {
 		s.refused++
 		if s.refused > s.cfg.MaxRefusedStreams {

@@ -7,11 +7,12 @@ import "github.com/klauspost/cpuid/v2"
 //go:generate sh -c "cd _asm && go run . -out ../mask_amd64.s"
 
 // CPU features, read once at start-up. The AVX-512 kernel needs AVX512BW for
-// byte-granular masked loads and stores and BMI2 for BZHI, which builds the
-// mask; every CPU with AVX512BW has BMI2. cpuid also checks that the OS saves
-// the wider registers.
+// byte-granular masked loads and stores, BMI2 for BZHI, which builds the
+// mask, and AVX2, whose code it reuses up to 64 bytes; every CPU with
+// AVX512BW has the other two. cpuid also checks that the OS saves the wider
+// registers.
 var (
-	hasAVX512 = cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512BW, cpuid.BMI2)
+	hasAVX512 = cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512BW, cpuid.BMI2, cpuid.AVX2)
 	hasAVX2   = cpuid.CPU.Supports(cpuid.AVX2)
 )
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"golang.org/x/sys/unix"
 
 	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/simd"
@@ -354,11 +355,10 @@ func (c *Conn) writeRaw(p []byte) {
 }
 
 // flush hands the pass's outbound bytes to the kernel with one write(2).
-// netpoll's own output queue is empty between flushes, so writing straight to
-// the socket keeps order; only what the kernel does not take goes through
-// netpoll's Flush, which waits for the peer to drain, at most WriteTimeout.
-// While it waits this connection's input is not processed: that is the
-// backpressure.
+// The engine never uses netpoll's output queue, so writing straight to the
+// socket keeps order. When the kernel takes only part, the connection waits
+// for the peer to drain (see drain): its input is not processed meanwhile,
+// which is the backpressure.
 func (c *Conn) flush() {
 	out := c.out
 	if out == nil {
@@ -368,30 +368,49 @@ func (c *Conn) flush() {
 	defer putBuf(out)
 	c.eng.metrics.bytesOut.Add(float64(len(out)))
 	n, err := writeFD(c.fd, out)
-	if err != nil {
-		c.fail(err, "write")
-		return
+	if err == nil && n < len(out) {
+		err = c.drain(out[n:])
 	}
-	if n == len(out) {
-		return
-	}
-	w := c.nc.Writer()
-	if _, err = w.WriteBinary(out[n:]); err == nil {
-		err = w.Flush()
-	}
-	if err != nil {
-		if c.state != stateClosed {
-			if errors.Is(err, netpoll.ErrWriteTimeout) {
-				c.fail(errWriteStalled, "write_timeout")
-			} else {
-				c.fail(err, "")
-			}
+	if err != nil && c.state != stateClosed {
+		reason := "write"
+		switch err {
+		case errWriteStalled:
+			reason = "write_timeout"
+		case errInboundFlood:
+			reason = "inbound_flood"
 		}
-		return
+		c.fail(err, reason)
 	}
-	if c.nc.Reader().Len() > c.eng.cfg.MaxInboundBuffered && c.state != stateClosed {
-		c.fail(errInboundFlood, "inbound_flood")
+}
+
+// drainSlice is how long drain sleeps in poll(2) between checks.
+const drainSlice = 10 * time.Millisecond
+
+// drain writes rest as the peer makes room, for at most WriteTimeout.
+// netpoll keeps reading the socket meanwhile (it cannot pause reads,
+// cloudwego/netpoll#422), so between waits drain checks how much it has read
+// ahead and cuts a peer that floods while not reading.
+func (c *Conn) drain(rest []byte) error {
+	cfg := &c.eng.cfg
+	deadline := time.Now().Add(cfg.WriteTimeout)
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
+	for len(rest) > 0 {
+		if c.nc.Reader().Len() > cfg.MaxInboundBuffered {
+			return errInboundFlood
+		}
+		if time.Now().After(deadline) {
+			return errWriteStalled
+		}
+		if _, err := unix.Poll(fds, int(drainSlice/time.Millisecond)); err != nil && err != unix.EINTR {
+			return err
+		}
+		n, err := writeFD(c.fd, rest)
+		if err != nil {
+			return err
+		}
+		rest = rest[n:]
 	}
+	return nil
 }
 
 // writeFD writes what the socket takes without blocking; EAGAIN is not an

@@ -32,7 +32,6 @@ func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) 
 		return nil, ErrClosed
 	}
 	e.metrics.dialed.Inc()
-	nc.SetWriteTimeout(e.cfg.WriteTimeout)
 	nc.AddCloseCallback(c.onClose)
 	dropReadBuffer(nc)
 	c.mu.Lock()

@@ -485,3 +485,73 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not reached in 5 s")
 }
+
+// A client that sends echo requests and never reads: the engine stops
+// processing its input once the socket will take no more, never queues
+// without bound, and cuts the connection at WriteTimeout.
+func TestBackpressurePeerNeverReads(t *testing.T) {
+	srv, _, addr := startEcho(t, Config{WriteTimeout: 500 * time.Millisecond, MaxInboundBuffered: 4 << 20})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(4 << 10) // and we never read
+	key := codec.NewKey()
+	nc.Write(codec.AppendRequest(nil, addr, "/echo", key[:]))
+	msg := codec.AppendFrame(nil, codec.Client, true, codec.OpBinary, make([]byte, 32<<10))
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	sent := 0
+	nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	for sent < 256<<20 {
+		n, err := nc.Write(msg)
+		sent += n
+		if err != nil {
+			break // the server cut us, or stopped reading and our window filled
+		}
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 64<<20 {
+		t.Fatalf("heap grew by %d MiB while a peer did not read", grew>>20)
+	}
+	waitFor(t, func() bool { return srv.OpenConns() == 0 })
+	if sent >= 256<<20 {
+		t.Fatalf("the server took all %d MiB from a peer that never reads", sent>>20)
+	}
+	t.Logf("server took %d MiB before cutting the peer", sent>>20)
+}
+
+// A peer that reads, only slower than it writes, is slowed down, not cut:
+// every echo arrives. (Its unread volume stays under MaxInboundBuffered;
+// past that a peer is cut, because netpoll keeps reading while we wait.)
+func TestBackpressureSlowReader(t *testing.T) {
+	_, _, addr := startEcho(t, Config{})
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n, size = 96, 256 << 10 // 24 MiB each way
+	go func() {
+		msg := make([]byte, size)
+		for i := 0; i < n; i++ {
+			msg[0] = byte(i)
+			if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+				return
+			}
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for i := 0; i < n; i++ {
+		_, got, err := c.ReadMessage()
+		if err != nil || len(got) != size || got[0] != byte(i) {
+			t.Fatalf("echo %d: %d bytes, %v", i, len(got), err)
+		}
+		if i%16 == 0 {
+			time.Sleep(20 * time.Millisecond) // a slow reader
+		}
+	}
+}

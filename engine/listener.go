@@ -149,7 +149,6 @@ func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 		nc.Close()
 		return context.Background()
 	}
-	nc.SetWriteTimeout(e.cfg.WriteTimeout)
 	nc.AddCloseCallback(c.onClose)
 	dropReadBuffer(nc)
 	c.mu.Lock()

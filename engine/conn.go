@@ -114,6 +114,7 @@ type handshake struct {
 	handler Handler   // client: the stage to start once upgraded
 	key     [24]byte  // client: our Sec-WebSocket-Key
 	path    string    // server: the request path, during the Handler call
+	start   time.Time // accept or dial: upgrade deadlines count from here
 }
 
 func (c *Conn) setDeadline(d time.Duration) {
@@ -140,7 +141,37 @@ func (c *Conn) onDeadline() {
 		c.fail(errHandshakeTimeout, "handshake_timeout")
 	case stateClosing:
 		c.fail(nil, "") // the peer never answered our Close: just end TCP
+	case stateOpen:
+		if t, ok := c.stage.(ticker); ok {
+			t.Tick(c, c.eng.cfg.Now())
+			c.flush()
+		}
 	}
+}
+
+// ticker is a Stage with deadlines of its own (keepalive, negotiation
+// timeouts); SetDeadline schedules its Tick.
+type ticker interface {
+	Tick(c *Conn, now time.Time)
+}
+
+// SetDeadline schedules the stage's Tick at t (zero cancels). One deadline
+// per connection: a stage keeps the earliest of its own.
+func (c *Conn) SetDeadline(t time.Time) {
+	if c.state != stateOpen {
+		return
+	}
+	if t.IsZero() {
+		if c.deadline != 0 {
+			c.setDeadline(0)
+		}
+		return
+	}
+	if t.UnixNano() == c.deadline {
+		return
+	}
+	c.deadline = t.UnixNano()
+	c.eng.wheel.schedule(c, t)
 }
 
 var (

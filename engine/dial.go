@@ -26,7 +26,7 @@ func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{nc: nc, eng: e, role: codec.Client, fd: connFD(nc), hs: &handshake{handler: h, key: codec.NewKey()}}
+	c := &Conn{nc: nc, eng: e, role: codec.Client, fd: connFD(nc), hs: &handshake{handler: h, key: codec.NewKey(), start: e.cfg.Now()}}
 	if !e.track(c) {
 		nc.Close()
 		return nil, ErrClosed

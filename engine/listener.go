@@ -143,7 +143,7 @@ func (e *Engine) Listen(addr ma.Multiaddr, routes Routes) (*Listener, error) {
 // creates the connection's state and starts the handshake deadline.
 func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 	e := l.eng
-	c := &Conn{nc: nc, eng: e, role: codec.Server, fd: connFD(nc), hs: &handshake{routes: l}}
+	c := &Conn{nc: nc, eng: e, role: codec.Server, fd: connFD(nc), hs: &handshake{routes: l, start: e.cfg.Now()}}
 	e.metrics.accepted.Inc()
 	if !e.track(c) {
 		nc.Close()

@@ -20,6 +20,7 @@ type metrics struct {
 	bytesIn     prometheus.Counter
 	bytesOut    prometheus.Counter
 	simdImpl    *prometheus.GaugeVec
+	peers       prometheus.Gauge
 	codeLabels  sync.Map // CloseCode -> prometheus.Counter, for closeSent
 	codeLabelsR sync.Map // for closeRecv
 }
@@ -44,11 +45,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "swarmgate_bytes_in_total", Help: "Bytes read from TCP."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "swarmgate_bytes_out_total", Help: "Bytes queued to TCP."}),
+		peers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "swarmgate_libp2p_sessions_open", Help: "libp2p connections past the upgrade (yamux running)."}),
 		simdImpl: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "swarmgate_simd_impl", Help: "The masking implementation chosen for this CPU (1 for the active one)."}, []string{"impl"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.connsOpen, m.accepted, m.dialed, m.upgrades, m.closeSent, m.closeRecv, m.failures, m.bytesIn, m.bytesOut, m.simdImpl} {
+		for _, c := range []prometheus.Collector{m.connsOpen, m.accepted, m.dialed, m.upgrades, m.closeSent, m.closeRecv, m.failures, m.bytesIn, m.bytesOut, m.simdImpl, m.peers} {
 			reg.MustRegister(c)
 		}
 	}

@@ -37,9 +37,9 @@ type collector struct {
 }
 
 func (c *collector) OnData(st *mux.Stream, p []byte) int { c.got = append(c.got, p...); return len(p) }
-func (c *collector) OnWritable(*mux.Stream)             {}
-func (c *collector) OnFIN(*mux.Stream)                  { c.done <- nil }
-func (c *collector) OnReset(_ *mux.Stream, err error)   { c.done <- err }
+func (c *collector) OnWritable(*mux.Stream)              {}
+func (c *collector) OnFIN(*mux.Stream)                   { c.done <- nil }
+func (c *collector) OnReset(_ *mux.Stream, err error)    { c.done <- err }
 
 // dialHost dials a host with our client role and waits until muxed.
 func dialHost(t testing.TB, srv *Host, addr ma.Multiaddr, opt DialOptions) *PeerConn {

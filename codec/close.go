@@ -21,6 +21,7 @@ const (
 	ClosePolicyViolation CloseCode = 1008
 	CloseMessageTooBig   CloseCode = 1009
 	CloseInternalError   CloseCode = 1011
+	CloseTryAgainLater   CloseCode = 1013
 )
 
 // MaxControlPayload is the largest payload of a control frame:

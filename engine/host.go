@@ -49,7 +49,17 @@ type HostConfig struct {
 	AgentVersion string
 	// NegotiationTimeout bounds per-stream protocol negotiation.
 	NegotiationTimeout time.Duration
+	// MaxConcurrentUpgrades bounds connections between WebSocket upgrade
+	// and a running yamux session; more are refused with close 1013 (try
+	// again later) before any Noise work.
+	MaxConcurrentUpgrades int
 }
+
+// DefaultMaxConcurrentUpgrades bounds handshakes in progress. A responder
+// handshake costs about 250 µs of CPU here, so 2,048 in flight is several
+// hundred milliseconds of work queued per core: enough for bursts, little
+// for an attacker who opens connections and stalls.
+const DefaultMaxConcurrentUpgrades = 2048
 
 // Version is swarmgate's version, announced in identify's agentVersion.
 const Version = "0.1.0"
@@ -73,6 +83,8 @@ type Host struct {
 	// whole on Handle so streams read it without a lock.
 	protos atomic.Pointer[protoSet]
 	addrs  atomic.Pointer[[]ma.Multiaddr]
+	// upgrading counts connections between WebSocket upgrade and yamux.
+	upgrading atomic.Int64
 }
 
 type protoSet struct {
@@ -94,6 +106,9 @@ func NewHost(e *Engine, cfg HostConfig) (*Host, error) {
 	}
 	if cfg.NegotiationTimeout <= 0 {
 		cfg.NegotiationTimeout = DefaultNegotiationTimeout
+	}
+	if cfg.MaxConcurrentUpgrades <= 0 {
+		cfg.MaxConcurrentUpgrades = DefaultMaxConcurrentUpgrades
 	}
 	id, err := peer.IDFromPrivateKey(cfg.Key)
 	if err != nil {

@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
+	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/mux"
 )
 
@@ -140,5 +145,91 @@ func TestHostWrongPeerID(t *testing.T) {
 		t.Fatal("no result")
 	}
 	_ = srv
-	_ = errors.New
+}
+
+// Garbage instead of a Noise handshake closes that connection with a
+// counted reason; the server goes on serving others.
+func TestHostBadHandshakeCounted(t *testing.T) {
+	srv, addr := startHost(t, HostConfig{})
+	hp := hostPort(t, addr)
+	for _, tc := range []struct {
+		name   string
+		send   []byte
+		reason string
+	}{
+		{"garbage noise message", append(codec.AppendMultistreamMessage(codec.AppendMultistreamMessage(nil, "/multistream/1.0.0"), ProtoNoise), 0x00, 0x05, 'h', 'e', 'l', 'l', 'o'), "noise_malformed"},
+		{"multistream message without newline", []byte{0x05, 'h', 'e', 'l', 'l', 'o'}, "ms_"},
+	} {
+		wc, _, err := websocket.DefaultDialer.Dial("ws://"+hp+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wc.WriteMessage(websocket.BinaryMessage, tc.send)
+		wc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var closeErr *websocket.CloseError
+		for {
+			if _, _, err = wc.ReadMessage(); err != nil {
+				break
+			}
+		}
+		if !errors.As(err, &closeErr) || closeErr.Code != int(codec.ClosePolicyViolation) {
+			t.Fatalf("%s: want close 1008, got %v", tc.name, err)
+		}
+		wc.Close()
+		if got := failureCount(srv.eng, tc.reason); got == 0 {
+			t.Fatalf("%s: no failure counted under %q", tc.name, tc.reason)
+		}
+	}
+	// A good client still gets through.
+	pc := dialHost(t, srv, addr, DialOptions{Expect: srv.ID()})
+	echoOver(t, pc, []byte("still serving"))
+}
+
+// failureCount sums the failure counters whose reason starts with prefix.
+func failureCount(e *Engine, prefix string) float64 {
+	ch := make(chan prometheus.Metric, 64)
+	go func() { e.metrics.failures.Collect(ch); close(ch) }()
+	var sum float64
+	for m := range ch {
+		var pm dto.Metric
+		m.Write(&pm)
+		for _, l := range pm.Label {
+			if l.GetName() == "reason" && strings.HasPrefix(l.GetValue(), prefix) {
+				sum += pm.Counter.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func TestHostUpgradeCap(t *testing.T) {
+	srv, addr := startHost(t, HostConfig{MaxConcurrentUpgrades: 2})
+	hp := hostPort(t, addr)
+	var held []*websocket.Conn
+	for i := 0; i < 2; i++ { // two upgrades stalled before Noise
+		wc, _, err := websocket.DefaultDialer.Dial("ws://"+hp+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wc.Close()
+		held = append(held, wc)
+	}
+	wc, _, err := websocket.DefaultDialer.Dial("ws://"+hp+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	wc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = wc.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1013 {
+		t.Fatalf("third upgrade: want close 1013, got %v", err)
+	}
+	if failureCount(srv.eng, "upgrade_cap") != 1 {
+		t.Fatal("refusal not counted")
+	}
+	held[0].Close()
+	waitFor(t, func() bool { return srv.upgrading.Load() < 2 })
+	pc := dialHost(t, srv, addr, DialOptions{})
+	echoOver(t, pc, []byte("room again"))
 }

@@ -66,6 +66,12 @@ type upgrade struct {
 // it as Routes.Fallback (libp2p dialers may use any path).
 func (h *Host) Handler() Handler {
 	return func(c *Conn) Stage {
+		if h.upgrading.Add(1) > int64(h.cfg.MaxConcurrentUpgrades) {
+			h.upgrading.Add(-1)
+			c.eng.metrics.failures.WithLabelValues("upgrade_cap").Inc()
+			c.Close(codec.CloseTryAgainLater, "too many handshakes")
+			return refused{}
+		}
 		pc := &PeerConn{c: c, h: h, up: &upgrade{deadline: c.handshakeDeadline()}}
 		pc.up.lst.Reset(h.secProtos)
 		// Like go-libp2p, send our multistream header at once.
@@ -339,6 +345,9 @@ func (pc *PeerConn) startMux() {
 	pc.phase = phaseMuxed
 	ready := pc.up.ready
 	pc.up = nil
+	if !pc.client {
+		pc.h.upgrading.Add(-1)
+	}
 	pc.c.eng.metrics.peers.Inc()
 	if ready != nil {
 		ready(pc, nil)
@@ -493,14 +502,25 @@ func (pc *PeerConn) Closed(c *Conn, err error) {
 		pc.sess.Close(mux.CodeNormal)
 		pc.c.eng.metrics.peers.Dec()
 	}
-	if pc.up != nil && pc.up.ready != nil {
-		if err == nil {
-			err = errors.New("engine: connection closed during the upgrade")
+	if pc.up != nil {
+		if !pc.client {
+			pc.h.upgrading.Add(-1)
 		}
-		pc.up.ready(nil, err)
-		pc.up.ready = nil
+		if pc.up.ready != nil {
+			if err == nil {
+				err = errors.New("engine: connection closed during the upgrade")
+			}
+			pc.up.ready(nil, err)
+		}
+		pc.up = nil
 	}
 }
+
+// refused is the stage of a connection turned away before its upgrade.
+type refused struct{}
+
+func (refused) Data(*Conn, codec.Opcode, []byte, bool) error { return nil }
+func (refused) Closed(*Conn, error)                          {}
 
 // schedule sets the connection's deadline to the earliest of the upgrade
 // deadline, the session's keepalive and the streams' negotiation deadlines.

@@ -13,11 +13,13 @@ import (
 	"syscall"
 
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/security"
 )
 
 func serve(args []string) error {
@@ -27,6 +29,8 @@ func serve(args []string) error {
 	echoPath := fs.String("ws-echo", "", "serve a raw WebSocket echo on this path")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /debug/pprof/ on HOST:PORT")
 	maxMsg := fs.Int64("ws-max-message", 0, "largest WebSocket message accepted (0: codec default, 16 MiB)")
+	keyFile := fs.String("key", "", "identity key file (libp2p protobuf encoding); created with a new Ed25519 key when absent; empty: a fresh key each run")
+	plaintext := fs.Bool("insecure-plaintext", false, "also offer /plaintext/2.0.0 (no authentication, no encryption): for measuring what Noise costs only")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,10 +43,25 @@ func serve(args []string) error {
 	e := engine.New(engine.Config{Registerer: reg, Logger: log, MaxMessageSize: *maxMsg})
 	defer e.Close()
 
-	routes := engine.Routes{Paths: map[string]engine.Handler{}}
+	var key crypto.PrivKey
+	if *keyFile != "" {
+		var err error
+		if key, err = security.LoadOrCreateKey(*keyFile); err != nil {
+			return err
+		}
+	}
+	host, err := engine.NewHost(e, engine.HostConfig{Key: key, InsecurePlaintext: *plaintext})
+	if err != nil {
+		return err
+	}
+	host.Handle(engine.ProtoEcho, engine.EchoStream)
+	// libp2p on every path (dialers use any), raw echo on -ws-echo.
+	routes := engine.Routes{Paths: map[string]engine.Handler{}, Fallback: host.Handler()}
 	if *echoPath != "" {
 		routes.Paths[*echoPath] = engine.Echo
 	}
+	var addrs []ma.Multiaddr
+	p2p := ma.StringCast("/p2p/" + host.ID().String())
 	for _, s := range listens {
 		addr, err := ma.NewMultiaddr(s)
 		if err != nil {
@@ -52,8 +71,11 @@ func serve(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Println(l.Addr())
+		addrs = append(addrs, l.Addr())
+		fmt.Println(l.Addr().Encapsulate(p2p))
 	}
+	host.SetListenAddrs(addrs)
+	log.Info("libp2p host", "peer_id", host.ID().String())
 	if *metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

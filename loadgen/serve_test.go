@@ -47,7 +47,7 @@ func TestServeConformance(t *testing.T) {
 	}
 	listen := lines.Text()
 	m, err := ma.NewMultiaddr(listen)
-	if err != nil || !strings.HasSuffix(listen, "/ws") || strings.Contains(listen, "/tcp/0/") {
+	if err != nil || !strings.Contains(listen, "/ws/p2p/12D3KooW") || strings.Contains(listen, "/tcp/0/") {
 		t.Fatalf("listen line %q: %v", listen, err)
 	}
 	na, err := manet.ToNetAddr(m.Decapsulate(ma.StringCast("/ws")))
@@ -66,7 +66,7 @@ func TestServeConformance(t *testing.T) {
 		}
 	}()
 
-	conformance.Run(t, conformance.Target{Addr: na.String(), Path: "/echo", MaxMessage: codec.DefaultMaxMessageSize})
+	conformance.Run(t, conformance.Target{Addr: na.String(), Path: "/echo", MaxMessage: codec.DefaultMaxMessageSize, LibP2PFallback: true})
 
 	var url string
 	select {
@@ -82,7 +82,7 @@ func TestServeConformance(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		`swarmgate_ws_upgrades_total{result="ok"}`,
-		`swarmgate_ws_upgrades_total{result="path_not_found"}`,
+		`swarmgate_ws_upgrades_total{result="unsupported_version"}`,
 		`swarmgate_ws_close_sent_total{code="1002"}`,
 		`swarmgate_ws_close_sent_total{code="1007"}`,
 		`swarmgate_connections_open`,

@@ -334,7 +334,11 @@ func cases(tg Target) []testCase {
 	reqCase("ok", g, 101, "Sec-WebSocket-Accept: ")
 	reqCase("connection-list-mixed-case", []string{g[0], g[1], "upgrade: WebSocket", "Connection: keep-alive, Upgrade", g[4], g[5]}, 101, "Upgrade: websocket")
 	reqCase("subprotocol-and-deflate-offered", append(g, "Sec-WebSocket-Protocol: chat", "Sec-WebSocket-Extensions: permessage-deflate"), 101, "Connection: Upgrade")
-	reqCase("unknown-path", good(tg.Path+"/nowhere"), 404, "")
+	if tg.LibP2PFallback {
+		reqCase("other-path-is-libp2p", good(tg.Path+"/nowhere"), 101, "Sec-WebSocket-Accept: ")
+	} else {
+		reqCase("unknown-path", good(tg.Path+"/nowhere"), 404, "")
+	}
 	reqCase("version-8", []string{g[0], g[1], g[2], g[3], g[4], "Sec-WebSocket-Version: 8"}, 426, "Sec-WebSocket-Version: 13")
 	reqCase("post", append([]string{"POST " + tg.Path + " HTTP/1.1"}, g[1:]...), 405, "")
 	reqCase("http-1.0", append([]string{"GET " + tg.Path + " HTTP/1.0"}, g[1:]...), 400, "")

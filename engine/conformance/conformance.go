@@ -29,6 +29,9 @@ type Target struct {
 	// MaxMessage is the server's message limit; a message one byte over it
 	// must be refused with 1009. Zero skips the limit case.
 	MaxMessage int64
+	// LibP2PFallback says other paths serve libp2p (which accepts any
+	// path), so an unknown path is upgraded instead of refused with 404.
+	LibP2PFallback bool
 }
 
 // Run runs every case as a parallel subtest and returns when all are done.

@@ -11,6 +11,7 @@
 //   --pings N          pings to send (default 10)
 //   --streams N        concurrent /echo/1.0.0 streams (default 4)
 //   --bytes N          bytes per echo stream (default 1048576)
+//   --timeout-ms N     overall limit (default 120000 + hold)
 //   -v                 progress on stderr
 //
 // Prints one JSON line on stdout; exit 0 if ok, 1 otherwise.
@@ -35,7 +36,8 @@ function parseArgs (argv) {
     '--monitor-ms': 'monitorIntervalMs',
     '--pings': 'pings',
     '--streams': 'echoStreams',
-    '--bytes': 'echoBytes'
+    '--bytes': 'echoBytes',
+    '--timeout-ms': 'timeoutMs'
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -63,11 +65,15 @@ try {
   const o = parseArgs(process.argv.slice(2))
   target = o.target
   if (o.verbose) o.log = (m) => process.stderr.write(`client: ${m}\n`)
-  const summary = await runClient(o)
+  const timeoutMs = o.timeoutMs ?? 120000 + 1000 * o.holdSeconds
+  const summary = await Promise.race([
+    runClient(o),
+    new Promise((resolve, reject) => setTimeout(() => reject(new Error(`no result within ${timeoutMs} ms`)), timeoutMs).unref())
+  ])
   console.log(JSON.stringify({ ...summary, runtime: `node ${process.version}` }))
   process.exit(0)
 } catch (err) {
-  process.stderr.write(`client: error: ${err?.stack ?? err}\n`)
+  process.stderr.write(`client: error: ${err?.stack ?? err?.message ?? err}\n`)
   console.log(JSON.stringify({ target, ok: false, error: String(err?.message ?? err) }))
   process.exit(1)
 }

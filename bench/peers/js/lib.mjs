@@ -24,6 +24,7 @@ export const DEFAULTS = Object.freeze({
   holdSeconds: 0,
   monitorIntervalMs: 10000, // js-libp2p's default connection-monitor interval
   identifyTimeoutMs: 10000,
+  pingTimeoutMs: 10000, // js-libp2p's own ping timeout
   echoTimeoutMs: 60000
 })
 
@@ -45,7 +46,16 @@ export async function runClient (opts) {
     transports: [webSockets()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services: { identify: identify(), ping: ping() },
+    services: {
+      identify: identify(),
+      // The explicit pings and the connection monitor share js-libp2p's
+      // per-connection limit on outbound ping streams (default 1), and a
+      // finished ping stream still counts until the server's FIN arrives.
+      // When the monitor loses that race it aborts the whole connection, so
+      // allow 3 locally; the server still sees at most 2 active ping streams
+      // (one explicit, one monitor), the inbound limit it may enforce.
+      ping: ping({ maxOutboundStreams: 3 })
+    },
     // js-libp2p's browser gater refuses /ws and private/loopback addresses;
     // every target of these scripts is a loopback /ws listener.
     connectionGater: { denyDialMultiaddr: () => false },
@@ -76,7 +86,7 @@ export async function runClient (opts) {
 
     const pings = []
     for (let i = 0; i < o.pings; i++) {
-      pings.push(await node.services.ping.ping(conn.remotePeer))
+      pings.push(await node.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(o.pingTimeoutMs) }))
     }
     log(`pings (ms): ${pings.join(' ')}`)
 

@@ -26,6 +26,7 @@ import (
 	_ "net/http/pprof" // /debug/pprof on the metrics listener
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -123,6 +124,7 @@ func newHost(priv crypto.PrivKey, listen []string, plaintext bool) (host.Host, e
 		libp2p.ConnectionManager(&connmgr.NullConnMgr{}),
 		libp2p.DisableRelay(),
 		libp2p.Ping(true),
+		libp2p.UserAgent(userAgent()),
 	}
 	if plaintext {
 		opts = append(opts, libp2p.Security(insecure.ID, insecure.NewWithIdentity))
@@ -132,6 +134,20 @@ func newHost(priv crypto.PrivKey, listen []string, plaintext bool) (host.Host, e
 		return nil, fmt.Errorf("libp2p host: %w", err)
 	}
 	return h, nil
+}
+
+// userAgent names go-libp2p and its version for identify's agentVersion
+// (go-libp2p's default is the main module's path, which says nothing here).
+func userAgent() string {
+	v := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/libp2p/go-libp2p" {
+				v = d.Version
+			}
+		}
+	}
+	return "github.com/libp2p/go-libp2p@" + v + " (swarmgate bench/peers libp2p-host)"
 }
 
 // identity returns a random Ed25519 key, or one derived from seed so that

@@ -51,6 +51,10 @@ func run(addr, metricsAddr string, pollers int) error {
 	up.CheckOrigin = func(*http.Request) bool { return true }
 	// No idle read deadline: load runs hold idle connections for minutes.
 	up.KeepaliveTime = 0
+	// Known nbio v1.6.7 limitation: an empty data message (payload length
+	// 0) is parsed but never passed to OnMessage or OnDataFrame, so it is
+	// not echoed. libp2p never sends empty messages; raw-WebSocket load
+	// generators must not either when pointed at this peer.
 	up.OnMessage(func(c *websocket.Conn, op websocket.MessageType, data []byte) {
 		if err := c.WriteMessage(op, data); err != nil {
 			c.Close()

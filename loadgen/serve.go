@@ -12,8 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"

@@ -27,6 +27,7 @@ func idle(args []string) error {
 	metrics := fs.String("server-metrics", "", "server /metrics URL (for go_goroutines); empty skips")
 	settle := fs.Duration("settle", 3*time.Second, "wait after the last echo before measuring")
 	name := fs.String("name", "server", "name of the server in the report")
+	stack := fs.String("stack", "ws", "ws (raw WebSocket echo on -path) or libp2p (WebSocket + Noise + yamux, one echo-stream round trip each)")
 	gcURL := fs.String("server-gc", "", "URL that makes the server collect garbage (pprof: /debug/pprof/heap?gc=1), fetched twice before each RSS reading so both servers are measured in steady state")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -41,9 +42,19 @@ func idle(args []string) error {
 	e := engine.New(engine.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	defer e.Close()
 
+	open := func(n, par int) (any, error) {
+		return openEchoed(e, addr, *path, n, par, make([]byte, 64))
+	}
+	if *stack == "libp2p" {
+		h, err := engine.NewHost(e, engine.HostConfig{})
+		if err != nil {
+			return err
+		}
+		open = func(n, par int) (any, error) { return openPeers(h, addr, n, par, false) }
+	}
 	// Warm the server up with a few connections so one-time allocations
 	// (pools, first-use tables) are not charged to the measured ones.
-	warm, err := openEchoed(e, addr, *path, 50, 16, make([]byte, 64))
+	warm, err := open(50, 16)
 	if err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
@@ -55,7 +66,7 @@ func idle(args []string) error {
 	}
 	g0 := goroutines(*metrics)
 	start := time.Now()
-	conns, err := openEchoed(e, addr, *path, *n, *par, make([]byte, 64))
+	conns, err := open(*n, *par)
 	if err != nil {
 		return err
 	}

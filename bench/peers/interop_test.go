@@ -19,6 +19,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -489,11 +490,13 @@ func needJS(t *testing.T) {
 	}
 }
 
-func runJS(t *testing.T, script, target string, args ...string) summary {
+// execJS runs a js/ script against target and returns its JSON summary (the
+// last stdout line) and its exit error.
+func execJS(t *testing.T, script, target string, args ...string) (summary, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", append([]string{script, target, "-v", "--timeout-ms", "60000"}, args...)...)
+	cmd := exec.CommandContext(ctx, "node", append([]string{script, target, "--timeout-ms", "60000"}, args...)...)
 	cmd.Dir = "js"
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -505,8 +508,14 @@ func runJS(t *testing.T, script, target string, args ...string) summary {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &s); err != nil {
 		t.Fatalf("node %s: last stdout line is not the JSON summary: %v (exit: %v)", script, err, runErr)
 	}
-	if runErr != nil || !s.OK {
-		t.Fatalf("node %s: exit %v, ok=%v, error=%q", script, runErr, s.OK, s.Error)
+	return s, runErr
+}
+
+func runJS(t *testing.T, script, target string, args ...string) summary {
+	t.Helper()
+	s, err := execJS(t, script, target, args...)
+	if err != nil || !s.OK {
+		t.Fatalf("node %s: exit %v, ok=%v, error=%q", script, err, s.OK, s.Error)
 	}
 	return s
 }
@@ -544,6 +553,30 @@ func TestJSNodeClient(t *testing.T) {
 	target := jsTarget(t)
 	s := runJS(t, "client.mjs", target, "--hold", "3", "--monitor-ms", "500")
 	checkSummary(t, s, 4<<20)
+}
+
+// TestJSNodeClientWrongPeer checks that the client really verifies what it
+// is told: a /p2p/ part naming another peer must fail the Noise handshake,
+// with exit status 1 and ok=false.
+func TestJSNodeClientWrongPeer(t *testing.T) {
+	needJS(t)
+	target := jsTarget(t)
+	base, _, ok := strings.Cut(target, "/p2p/")
+	if !ok {
+		t.Fatalf("target %q has no /p2p/ part", target)
+	}
+	other := "12D3KooWEhHJLvfFiMCNsdDc2ountiiQXwtEvMZv1Nc4pSeCDzxH"
+	if strings.HasSuffix(target, other) {
+		other = "12D3KooWKxmYU9bGSXNWiHgKCbBQGEpjqNSU6ntEWeebCQN5uVnd"
+	}
+	s, err := execJS(t, "client.mjs", base+"/p2p/"+other, "-q")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want status 1", err)
+	}
+	if s.OK || s.Error == "" {
+		t.Fatalf("summary ok=%v error=%q, want ok=false with an error", s.OK, s.Error)
+	}
 }
 
 func TestJSBrowserClient(t *testing.T) {

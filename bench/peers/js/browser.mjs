@@ -12,7 +12,7 @@
 //   --pings N, --streams N, --bytes N   as for client.mjs
 //   --chromium PATH    browser binary (env CHROMIUM, default /usr/bin/chromium)
 //   --timeout-ms N     overall limit for the page (default 120000 + hold)
-//   -v                 page console and progress on stderr
+//   -q                 no page console or progress lines on stderr
 //
 // Exit 0 if the summary says ok, 1 otherwise.
 import { createReadStream } from 'node:fs'
@@ -38,14 +38,15 @@ function parseArgs (argv) {
   const query = { '--hold': 'hold', '--monitor-ms': 'monitorMs', '--pings': 'pings', '--streams': 'streams', '--bytes': 'bytes' }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
-    if (a === '-v') o.verbose = true
+    if (a === '-q') o.quiet = true
+    else if (a === '-v') o.quiet = false // the default
     else if (a === '--chromium') o.chromium = argv[++i]
     else if (a === '--timeout-ms') o.timeoutMs = Number(argv[++i])
     else if (a in query) o[query[a]] = argv[++i]
     else if (a.startsWith('/')) o.target = a
     else throw new Error(`unknown argument ${a}`)
   }
-  if (!o.target) throw new Error('usage: node browser.mjs <multiaddr> [--hold N] [--pings N] [--streams N] [--bytes N] [--chromium PATH] [-v]')
+  if (!o.target) throw new Error('usage: node browser.mjs <multiaddr> [--hold N] [--pings N] [--streams N] [--bytes N] [--chromium PATH] [-q]')
   o.timeoutMs ??= 120000 + 1000 * Number(o.hold ?? 0)
   return o
 }
@@ -78,7 +79,7 @@ let o
 let browser, server, profile
 try {
   o = parseArgs(process.argv.slice(2))
-  const log = o.verbose ? (m) => process.stderr.write(`browser: ${m}\n`) : () => {}
+  const log = !o.quiet ? (m) => process.stderr.write(`browser: ${m}\n`) : () => {}
   const dist = await buildPage()
   server = await serve(dist)
   const url = new URL(`http://127.0.0.1:${server.address().port}/`)

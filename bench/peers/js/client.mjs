@@ -12,7 +12,7 @@
 //   --streams N        concurrent /echo/1.0.0 streams (default 4)
 //   --bytes N          bytes per echo stream (default 1048576)
 //   --timeout-ms N     overall limit (default 120000 + hold)
-//   -v                 progress on stderr
+//   -q                 no progress lines on stderr (identify result, RTTs, …)
 //
 // Prints one JSON line on stdout; exit 0 if ok, 1 otherwise.
 import { spawnSync } from 'node:child_process'
@@ -41,8 +41,10 @@ function parseArgs (argv) {
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
-    if (a === '-v') {
-      o.verbose = true
+    if (a === '-q') {
+      o.quiet = true
+    } else if (a === '-v') {
+      o.quiet = false // the default; accepted for symmetry with -q
     } else if (a in flags) {
       o[flags[a]] = num(argv[++i], NaN)
       if (!Number.isFinite(o[flags[a]])) throw new Error(`${a} needs a number`)
@@ -52,7 +54,7 @@ function parseArgs (argv) {
       throw new Error(`unknown argument ${a}`)
     }
   }
-  if (!o.target) throw new Error('usage: node client.mjs <multiaddr> [--hold N] [--pings N] [--streams N] [--bytes N] [-v]')
+  if (!o.target) throw new Error('usage: node client.mjs <multiaddr> [--hold N] [--pings N] [--streams N] [--bytes N] [-q]')
   return o
 }
 
@@ -64,7 +66,7 @@ let target
 try {
   const o = parseArgs(process.argv.slice(2))
   target = o.target
-  if (o.verbose) o.log = (m) => process.stderr.write(`client: ${m}\n`)
+  if (!o.quiet) o.log = (m) => process.stderr.write(`client: ${m}\n`)
   const timeoutMs = o.timeoutMs ?? 120000 + 1000 * o.holdSeconds
   const summary = await Promise.race([
     runClient(o),

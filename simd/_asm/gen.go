@@ -25,7 +25,8 @@
 // byte-masked store (AVX-512, which also aligns its stores that way).
 //
 // AVX2 code must use only VEX encodings: one legacy-SSE MOVQ into X0 while
-// the upper halves were dirty made the AVX2 loop 3-8x slower on Zen 4.
+// the upper halves were dirty (Intel's SSE/AVX transition penalty) made the
+// AVX2 loop 3-8x slower on the Xeon (Emerald Rapids) we measure on.
 package main
 
 import (
@@ -335,7 +336,7 @@ func avx2() {
 // loads and stores and BMI2 for BZHI), n >= 16.
 func avx512() {
 	Label("avx512")
-	// Up to 64 bytes, reuse the AVX2 code: on Zen 4 a byte-masked store
+	// Up to 64 bytes, reuse the AVX2 code: on our Xeon a byte-masked store
 	// costs more than two overlapping plain ones (measured: a masked
 	// 32-byte store at 16..32 bytes took about 1.5x as long).
 	CMPQ(n, Imm(32))

@@ -50,6 +50,7 @@ const (
 var (
 	ErrIdentifyTooLarge    = errors.New("engine: identify message over 8 KiB")
 	ErrIdentifyTooMany     = errors.New("engine: more than 10 identify messages")
+	ErrIdentifyTruncated   = errors.New("engine: identify stream ended inside a message")
 	ErrIdentifyNoKey       = errors.New("engine: identify without a public key")
 	ErrIdentifyKeyMismatch = errors.New("engine: identify public key does not match the peer ID")
 	ErrIdentifyTimeout     = errors.New("engine: identify timed out")
@@ -151,13 +152,20 @@ func (pc *PeerConn) appendIdentify(dst []byte) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
+	return m.append(dst, pc.RemoteMultiaddr())
+}
+
+// append appends the length-prefixed message with observed as observedAddr
+// (nil: none); loopback listen addresses go only to a loopback peer.
+func (m *identifyMsg) append(dst []byte, observed ma.Multiaddr) ([]byte, error) {
 	var obs []byte
 	loop := 0
-	if ra := pc.RemoteMultiaddr(); ra != nil {
-		if obs, err = proto.Marshal(&pb.Identify{ObservedAddr: ra.Bytes()}); err != nil {
+	if observed != nil {
+		var err error
+		if obs, err = proto.Marshal(&pb.Identify{ObservedAddr: observed.Bytes()}); err != nil {
 			return dst, err
 		}
-		if manet.IsIPLoopback(ra) {
+		if manet.IsIPLoopback(observed) {
 			loop = 1
 		}
 	}
@@ -304,7 +312,7 @@ func (c *identifyClient) OnFIN(st *mux.Stream) {
 		return
 	}
 	if st.Buffered() > 0 {
-		c.fail(st, ErrIdentifyTooLarge) // a truncated message
+		c.fail(st, ErrIdentifyTruncated)
 		return
 	}
 	if err := checkIdentifyKey(c.msg, c.pc.RemotePeer()); err != nil {

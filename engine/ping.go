@@ -37,6 +37,9 @@ var (
 	ErrPingTimeout  = errors.New("engine: ping timed out")
 )
 
+// pingIdle is PingIdleTimeout; tests shorten it.
+var pingIdle = PingIdleTimeout
+
 // inboundPings counts live inbound ping streams per connection. Entries
 // exist only while a connection has one, and every ping stream ends in
 // release (FIN answered, reset either way, or session end), so the map
@@ -79,7 +82,7 @@ func PingStream(pc *PeerConn, st *mux.Stream) mux.Handler {
 		return &pingServer{released: true}
 	}
 	s := &pingServer{pc: pc, st: st}
-	s.timer = time.AfterFunc(PingIdleTimeout, s.idle)
+	s.timer = time.AfterFunc(pingIdle, s.idle)
 	return s
 }
 
@@ -108,7 +111,7 @@ func (s *pingServer) echoable(p []byte) int {
 func (s *pingServer) echo(st *mux.Stream, p []byte) int {
 	n, _ := st.Write(p[:s.echoable(p)])
 	if done := (s.mid + n) / PingSize; done > 0 {
-		s.timer.Reset(PingIdleTimeout) // a ping was answered
+		s.timer.Reset(pingIdle) // a ping was answered
 	}
 	s.mid = (s.mid + n) % PingSize
 	return n

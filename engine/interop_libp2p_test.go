@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
@@ -182,5 +183,91 @@ func libp2pEchoes(t *testing.T, ctx context.Context, cli host.Host, id peer.ID, 
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// TestLibp2pServerInterop: our client role (identify, ping, blocking echo)
+// against a go-libp2p v0.51.0 host, which also identifies us.
+func TestLibp2pServerInterop(t *testing.T) {
+	gh, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0/ws"),
+		libp2p.Transport(websocket.New),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.UserAgent("go-libp2p-interop/1"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gh.Close()
+	gh.SetStreamHandler(ProtoEcho, func(s network.Stream) {
+		io.Copy(s, s)
+		s.Close()
+	})
+
+	e := New(Config{Logger: quiet})
+	defer e.Close()
+	cli, err := NewHost(e, HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.HandleDefaults() // go-libp2p identifies us too
+	ready := make(chan error, 1)
+	var pc *PeerConn
+	if _, err := cli.DialPeer(gh.Addrs()[0], DialOptions{Expect: gh.ID()}, func(p *PeerConn, err error) { pc = p; ready <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("dial did not finish")
+	}
+
+	m, err := identifyOver(t, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GetAgentVersion() != "go-libp2p-interop/1" {
+		t.Fatalf("agent %q", m.GetAgentVersion())
+	}
+	for _, p := range []string{ProtoIdentify, ProtoPing, ProtoEcho} {
+		if !slices.Contains(m.Protocols, p) {
+			t.Fatalf("protocols %v lack %s", m.Protocols, p)
+		}
+	}
+	if len(m.SignedPeerRecord) == 0 || len(m.ListenAddrs) == 0 {
+		t.Fatalf("signed record %d B, %d listen addrs", len(m.SignedPeerRecord), len(m.ListenAddrs))
+	}
+	for i := range 5 {
+		if _, err := pingOver(t, pc); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+	}
+	s, err := pc.OpenBlocking(ProtoEcho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(1 << 20)
+	go func() {
+		s.Write(data)
+		s.Close()
+	}()
+	got, err := io.ReadAll(s)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("echo: %d of %d bytes, %v", len(got), len(data), err)
+	}
+	// go-libp2p's identify of us landed in its peerstore.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		av, _ := gh.Peerstore().Get(cli.ID(), "AgentVersion")
+		if av == "swarmgate/"+Version {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("go-libp2p did not identify us: agent %v", av)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -414,6 +414,12 @@ func (c *Conn) flush() {
 	}
 }
 
+// inboundAllowancer is a stage whose protocol bounds what a compliant peer
+// may send without our reading (yamux windows); drain allows that much.
+type inboundAllowancer interface {
+	inboundAllowance() int
+}
+
 // drainSlice is how long drain sleeps in poll(2) between checks.
 const drainSlice = 10 * time.Millisecond
 
@@ -425,8 +431,12 @@ func (c *Conn) drain(rest []byte) error {
 	cfg := &c.eng.cfg
 	deadline := time.Now().Add(cfg.WriteTimeout)
 	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
+	limit := cfg.MaxInboundBuffered
+	if a, ok := c.stage.(inboundAllowancer); ok {
+		limit = max(limit, a.inboundAllowance())
+	}
 	for len(rest) > 0 {
-		if c.nc.Reader().Len() > cfg.MaxInboundBuffered {
+		if c.nc.Reader().Len() > limit {
 			return errInboundFlood
 		}
 		if time.Now().After(deadline) {

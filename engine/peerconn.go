@@ -153,7 +153,10 @@ func (pc *PeerConn) Session() *mux.Session { return pc.sess }
 
 // OpenStream opens a stream and proposes proto on it. Data written before
 // the peer confirms is sent behind the proposal (lazy negotiation); h
-// receives the stream's events once the peer has confirmed.
+// receives the stream's events once the peer has confirmed. When the
+// session's output queue cannot take the whole proposal it returns
+// mux.ErrWouldBlock without opening anything: retry once output drained
+// (after a flush, or in some stream's OnWritable).
 func (pc *PeerConn) OpenStream(proto string, h mux.Handler) (*mux.Stream, error) {
 	if pc.sess == nil {
 		return nil, ErrNotSecured
@@ -162,12 +165,51 @@ func (pc *PeerConn) OpenStream(proto string, h mux.Handler) (*mux.Stream, error)
 	if err != nil {
 		return nil, err
 	}
+	proposal := d.Start(nil)
+	if pc.sess.OutputLen()+2*mux.HeaderLen+len(proposal) > pc.maxOutput() {
+		return nil, mux.ErrWouldBlock
+	}
 	st, err := pc.sess.Open(&proposer{d: d, next: h})
 	if err != nil {
 		return nil, err
 	}
-	st.Write(d.Start(nil))
+	// A fresh stream has the whole initial window, and the queue has room:
+	// the proposal goes out whole and ahead of anything the caller writes.
+	if n, err := st.Write(proposal); n != len(proposal) {
+		st.Reset()
+		if err == nil {
+			err = mux.ErrWouldBlock
+		}
+		return nil, err
+	}
 	return st, nil
+}
+
+// inboundAllowance is what yamux flow control lets the peer have in flight
+// towards us: every live stream's window at its largest, plus the session's
+// window-growth allowance, plus a frame's worth of headroom. A peer that
+// sends more violates its windows.
+func (pc *PeerConn) inboundAllowance() int {
+	if pc.sess == nil {
+		return 0
+	}
+	cfg := pc.h.cfg.Mux
+	win := int(cfg.MaxWindow)
+	if win <= 0 {
+		win = mux.DefaultMaxWindow
+	}
+	growth := int(cfg.MaxWindowGrowth)
+	if growth <= 0 {
+		growth = mux.DefaultMaxWindowGrowth
+	}
+	return pc.sess.NumStreams()*win + growth + 1<<20
+}
+
+func (pc *PeerConn) maxOutput() int {
+	if n := pc.h.cfg.Mux.MaxOutput; n > 0 {
+		return n
+	}
+	return mux.DefaultMaxOutput
 }
 
 // Close ends the session with GoAway and closes the WebSocket.

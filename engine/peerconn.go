@@ -60,6 +60,7 @@ type upgrade struct {
 	expected peer.ID
 	usePlain bool
 	ready    func(*PeerConn, error)
+	trace    *Trace
 }
 
 // Handler returns the engine Handler that serves libp2p on a listener: use
@@ -90,6 +91,19 @@ type DialOptions struct {
 	Plaintext bool
 	// Path is the WebSocket request path; empty: "/".
 	Path string
+	// Trace, when set, receives the instant each phase of the connection
+	// ended, for latency breakdowns (loadgen's connect scenario).
+	Trace *Trace
+}
+
+// Trace holds when each phase of an outgoing connection ended.
+type Trace struct {
+	Start       time.Time // DialPeer called
+	TCP         time.Time // TCP connected (TLS, when used, is inside Upgrade)
+	Upgrade     time.Time // WebSocket 101 received
+	Multistream time.Time // security protocol agreed
+	Security    time.Time // Noise or plaintext handshake done
+	Muxer       time.Time // yamux running (equal to Security when inlined)
 }
 
 // DialPeer opens a libp2p connection over WebSocket in the client role.
@@ -107,14 +121,26 @@ func (h *Host) DialPeer(addr ma.Multiaddr, opt DialOptions, ready func(*PeerConn
 	if err != nil {
 		return nil, err
 	}
-	pc := &PeerConn{h: h, client: true, up: &upgrade{dialer: d, expected: opt.Expect, usePlain: opt.Plaintext, ready: ready}}
+	pc := &PeerConn{h: h, client: true, up: &upgrade{dialer: d, expected: opt.Expect, usePlain: opt.Plaintext, ready: ready, trace: opt.Trace}}
+	now := h.eng.cfg.Now
+	if opt.Trace != nil {
+		opt.Trace.Start = now()
+	}
+	tcp := make(chan time.Time, 1)
 	_, err = h.eng.Dial(addr, opt.Path, func(c *Conn) Stage {
 		pc.c = c
+		if tr := pc.up.trace; tr != nil {
+			tr.Upgrade = now()
+			tr.TCP = <-tcp // Dial has returned (sent right after), or is about to
+		}
 		pc.up.deadline = c.handshakeDeadline()
 		pc.writeRaw(d.Start(nil))
 		pc.schedule()
 		return pc
 	})
+	if opt.Trace != nil {
+		tcp <- now()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +373,9 @@ func (pc *PeerConn) negotiated() bool {
 
 func (pc *PeerConn) startSecurity() {
 	up := pc.up
+	if up.trace != nil {
+		up.trace.Multistream = pc.c.eng.cfg.Now()
+	}
 	plain := pc.client && up.usePlain || !pc.client && up.lst.Protocol() == ProtoPlaintext
 	pc.phase = phaseSecure
 	if plain {
@@ -366,6 +395,9 @@ func (pc *PeerConn) startSecurity() {
 
 func (pc *PeerConn) startMuxNegotiation() {
 	pc.phase = phaseMuxNego
+	if tr := pc.up.trace; tr != nil {
+		tr.Security = pc.c.eng.cfg.Now()
+	}
 	if pc.client {
 		pc.up.dialer.Reset(ProtoYamux)
 		pc.writeSecure(pc.up.dialer.Start(nil))
@@ -385,6 +417,12 @@ func (pc *PeerConn) startMux() {
 		pc.sess = mux.NewServer(cfg, now)
 	}
 	pc.phase = phaseMuxed
+	if tr := pc.up.trace; tr != nil {
+		tr.Muxer = now
+		if tr.Security.IsZero() {
+			tr.Security = now // muxer agreed inside the handshake
+		}
+	}
 	ready := pc.up.ready
 	pc.up = nil
 	if !pc.client {

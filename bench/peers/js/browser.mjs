@@ -79,8 +79,10 @@ let o
 let browser, server, profile
 try {
   o = parseArgs(process.argv.slice(2))
-  const log = !o.quiet ? (m) => process.stderr.write(`browser: ${m}\n`) : () => {}
+  const t0 = performance.now()
+  const log = !o.quiet ? (m) => process.stderr.write(`browser: +${Math.round(performance.now() - t0)}ms ${m}\n`) : () => {}
   const dist = await buildPage()
+  log(`bundled ${dist}/page.js`)
   server = await serve(dist)
   const url = new URL(`http://127.0.0.1:${server.address().port}/`)
   for (const k of ['target', 'hold', 'monitorMs', 'pings', 'streams', 'bytes']) {
@@ -93,6 +95,7 @@ try {
     headless: true,
     args: LAUNCH_ARGS
   })
+  log(`launched ${o.chromium}`)
   const page = browser.pages()[0] ?? await browser.newPage()
   page.on('console', (m) => log(`console.${m.type()}: ${m.text()}`))
   page.on('pageerror', (e) => log(`pageerror: ${e.stack ?? e}`))
@@ -100,6 +103,7 @@ try {
   await page.goto(url.href)
   await page.waitForFunction(() => window.__summary !== undefined, null, { timeout: o.timeoutMs, polling: 200 })
   const summary = await page.evaluate(() => window.__summary)
+  log('page finished')
   console.log(JSON.stringify(summary))
   process.exitCode = summary.ok === true ? 0 : 1
 } catch (err) {

@@ -118,7 +118,9 @@ export async function runClient (opts) {
       ok: true
     }
   } finally {
+    const s0 = performance.now()
     await node.stop()
+    log(`libp2p node stopped in ${(performance.now() - s0).toFixed(1)} ms`)
   }
 }
 

@@ -62,16 +62,18 @@ export async function runClient (opts) {
     connectionMonitor: { enabled: true, pingInterval: o.monitorIntervalMs }
   })
 
+  let identifyTimer
   try {
     // Identify runs by itself on every new connection; listen before dialing
     // so the event cannot be missed.
     const identified = new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`identify: no result within ${o.identifyTimeoutMs} ms`)), o.identifyTimeoutMs)
+      identifyTimer = setTimeout(() => reject(new Error(`identify: no result within ${o.identifyTimeoutMs} ms`)), o.identifyTimeoutMs)
       node.addEventListener('peer:identify', (evt) => {
-        clearTimeout(t)
+        clearTimeout(identifyTimer)
         resolve(evt.detail)
       }, { once: true })
     })
+    identified.catch(() => {}) // awaited below; a failed dial must not leave it unhandled
 
     const t0 = performance.now()
     const conn = await node.dial(ma)
@@ -118,6 +120,7 @@ export async function runClient (opts) {
       ok: true
     }
   } finally {
+    clearTimeout(identifyTimer)
     const s0 = performance.now()
     await node.stop()
     log(`libp2p node stopped in ${(performance.now() - s0).toFixed(1)} ms`)

@@ -204,7 +204,7 @@ type roundTrip struct {
 }
 
 func (r *roundTrip) OnData(st *mux.Stream, p []byte) int { r.got += len(p); return len(p) }
-func (r *roundTrip) OnWritable(*mux.Stream)             {}
+func (r *roundTrip) OnWritable(*mux.Stream)              {}
 func (r *roundTrip) OnFIN(*mux.Stream) {
 	var err error
 	if r.got != r.want {

@@ -1,8 +1,10 @@
 // Command loadgen runs and measures swarmgate engines.
 //
-//	loadgen                       run the default demo on an embedded engine over loopback
-//	loadgen serve -listen ADDR …  serve WebSocket (raw echo) until SIGINT/SIGTERM
+//	loadgen                       the default matrix against a `loadgen serve` child on loopback
+//	loadgen run -target ADDR …    the same scenarios against any libp2p WebSocket server
+//	loadgen serve -listen ADDR …  serve libp2p and raw WebSocket until SIGINT/SIGTERM
 //	loadgen idle -target ADDR …   hold N idle connections and measure the server per connection
+//	loadgen demo                  an embedded engine and its own client in one process
 package main
 
 import (
@@ -12,20 +14,24 @@ import (
 
 func main() {
 	args := os.Args[1:]
-	cmd := "demo"
+	cmd := ""
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
 	var err error
 	switch cmd {
+	case "":
+		err = matrix(args)
 	case "demo":
 		err = demo(args)
+	case "run":
+		err = runCmd(args)
 	case "serve":
 		err = serve(args)
 	case "idle":
 		err = idle(args)
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, idle, or no command)", cmd)
+		err = fmt.Errorf("unknown command %q (want run, serve, idle, demo, or no command)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)

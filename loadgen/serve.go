@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -30,6 +31,7 @@ func serve(args []string) error {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /debug/pprof/ on HOST:PORT")
 	maxMsg := fs.Int64("ws-max-message", 0, "largest WebSocket message accepted (0: codec default, 16 MiB)")
 	keyFile := fs.String("key", "", "identity key file (libp2p protobuf encoding); created with a new Ed25519 key when absent; empty: a fresh key each run")
+	profileRates := fs.Bool("profile-rates", false, "enable mutex and block profiling (1 in 100 events) for /debug/pprof")
 	plaintext := fs.Bool("insecure-plaintext", false, "also offer /plaintext/2.0.0 (no authentication, no encryption): for measuring what Noise costs only")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -38,6 +40,10 @@ func serve(args []string) error {
 		return fmt.Errorf("serve: at least one -listen is required")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if *profileRates {
+		runtime.SetMutexProfileFraction(100)
+		runtime.SetBlockProfileRate(100_000) // one sample per 100 µs blocked
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e := engine.New(engine.Config{Registerer: reg, Logger: log, MaxMessageSize: *maxMsg})

@@ -1,0 +1,567 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/mux"
+)
+
+// Result is one scenario on one stack. Metric names are stable (they are
+// the JSON schema, README "loadgen JSON"); units are in the names.
+type Result struct {
+	Stack    string             `json:"stack"`
+	Scenario string             `json:"scenario"`
+	Metrics  map[string]float64 `json:"metrics"`
+	Errors   int                `json:"errors"`
+	Note     string             `json:"note,omitempty"`
+}
+
+// params sizes the scenarios; the defaults keep the whole matrix within
+// about two minutes on two cores.
+type params struct {
+	ConnectN      int
+	ConnectPar    int
+	HoldN         int
+	Duration      time.Duration
+	MessageConns  int
+	MessageSize   int
+	ThroughputK   []int
+	ChurnPar      int
+	SettleGCURL   string // server endpoint that runs its GC before memory readings
+	ProfileServer func(scenario string, d time.Duration) func()
+}
+
+func defaultParams() params {
+	return params{
+		ConnectN:     400,
+		ConnectPar:   16,
+		HoldN:        2000,
+		Duration:     2 * time.Second,
+		MessageConns: 200,
+		MessageSize:  64,
+		ThroughputK:  []int{1, 16},
+		ChurnPar:     8,
+	}
+}
+
+type runner struct {
+	cl    *client
+	tg    target
+	st    stack
+	probe serverProbe
+	p     params
+	prog  progress
+}
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) } // µs, up to 60 s
+
+func ms(h *hdrhistogram.Histogram, q float64) float64 {
+	return float64(h.ValueAtQuantile(q)) / 1000
+}
+
+// measured runs f between two server samples and the generator's CPU.
+func (r *runner) measured(name string, f func() error) (serverSample, serverSample, time.Duration, time.Duration, error) {
+	var stopProfile func()
+	if r.p.ProfileServer != nil {
+		stopProfile = r.p.ProfileServer(r.st.Name+"/"+name, r.p.Duration)
+	}
+	s0, err := r.probe.sample()
+	if err != nil {
+		return s0, s0, 0, 0, err
+	}
+	c0, t0 := selfCPU(), time.Now()
+	err = f()
+	c1, elapsed := selfCPU(), time.Since(t0)
+	s1, serr := r.probe.sample()
+	if stopProfile != nil {
+		stopProfile()
+	}
+	if err == nil {
+		err = serr
+	}
+	return s0, s1, c1 - c0, elapsed, err
+}
+
+// openN opens n connections with at most par in flight; each runs one
+// round trip so it has carried data. It returns them and the traces.
+func (r *runner) openN(n, par int) ([]conn, []*engine.Trace, int, error) {
+	conns := make([]conn, 0, n)
+	traces := make([]*engine.Trace, 0, n)
+	var mu sync.Mutex
+	var failed int
+	var first error
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		r.cl.dial(r.st, r.tg, func(c conn, tr *engine.Trace, err error) {
+			if err == nil {
+				err = r.roundTrip(c, func(err error) {
+					mu.Lock()
+					if err != nil {
+						failed++
+						if first == nil {
+							first = err
+						}
+					} else {
+						conns = append(conns, c)
+						traces = append(traces, tr)
+					}
+					mu.Unlock()
+					<-sem
+					wg.Done()
+				})
+			}
+			if err != nil {
+				mu.Lock()
+				failed++
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				<-sem
+				wg.Done()
+			}
+		})
+	}
+	if !waitTimeout(&wg, 120*time.Second) {
+		return conns, traces, failed, errors.New("connections still opening after 120 s")
+	}
+	return conns, traces, failed, first
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// roundTrip echoes 32 bytes once on c (a stream for libp2p, a message for
+// raw WebSocket) and calls done with the outcome. It is called from a
+// connection callback.
+func (r *runner) roundTrip(c conn, done func(error)) error {
+	if c.pc != nil {
+		got := 0
+		finished := false
+		finish := func(err error) {
+			if !finished {
+				finished = true
+				done(err)
+			}
+		}
+		h := &streamHandler{
+			data: func(st *mux.Stream, p []byte) int { got += len(p); return len(p) },
+			fin: func(st *mux.Stream) {
+				if got != 32 {
+					finish(fmt.Errorf("echo of %d bytes, want 32", got))
+					return
+				}
+				finish(nil)
+			},
+			reset: func(st *mux.Stream, err error) { finish(fmt.Errorf("echo stream reset: %w", err)) },
+		}
+		st, err := c.pc.OpenStream(engine.ProtoEcho, h)
+		if err != nil {
+			return err
+		}
+		st.Write(make([]byte, 32))
+		st.CloseWrite()
+		return nil
+	}
+	rs := c.raw
+	rs.onMessage = func(n int) {
+		rs.onMessage = nil
+		if n != 32 {
+			done(fmt.Errorf("echo of %d bytes, want 32", n))
+			return
+		}
+		done(nil)
+	}
+	rs.onClose = func(err error) {
+		if rs.onMessage != nil {
+			rs.onMessage = nil
+			done(errClosed)
+		}
+	}
+	return c.ws.WriteMessage(codec.OpBinary, make([]byte, 32))
+}
+
+// closeAll closes connections and waits for the server to see it.
+func (r *runner) closeAll(conns []conn) {
+	for _, c := range conns {
+		c.close()
+	}
+}
+
+// connect: connection establishment rate, handshake latency per phase, and
+// CPU per handshake on both sides.
+func (r *runner) connect() Result {
+	res := Result{Stack: r.st.Name, Scenario: "connect", Metrics: map[string]float64{}}
+	var conns []conn
+	var traces []*engine.Trace
+	var failed int
+	s0, s1, ccpu, elapsed, err := r.measured("connect", func() error {
+		var err error
+		conns, traces, failed, err = r.openN(r.p.ConnectN, r.p.ConnectPar)
+		return err
+	})
+	defer r.closeAll(conns)
+	res.Errors = failed
+	if err != nil && len(conns) == 0 {
+		res.Note = err.Error()
+		return res
+	}
+	total, tcp, up, msel, sec, muxer := newHist(), newHist(), newHist(), newHist(), newHist(), newHist()
+	rec := func(h *hdrhistogram.Histogram, a, b time.Time) {
+		if !a.IsZero() && !b.IsZero() && !b.Before(a) {
+			h.RecordValue(b.Sub(a).Microseconds())
+		}
+	}
+	for _, tr := range traces {
+		end := tr.Muxer
+		if end.IsZero() {
+			end = tr.Upgrade
+		}
+		rec(total, tr.Start, end)
+		rec(tcp, tr.Start, tr.TCP)
+		rec(up, tr.TCP, tr.Upgrade)
+		rec(msel, tr.Upgrade, tr.Multistream)
+		rec(sec, tr.Multistream, tr.Security)
+		rec(muxer, tr.Security, tr.Muxer)
+	}
+	n := float64(len(conns))
+	m := res.Metrics
+	m["conns"] = n
+	m["conn_per_sec"] = n / elapsed.Seconds()
+	m["latency_p50_ms"], m["latency_p99_ms"] = ms(total, 50), ms(total, 99)
+	for name, h := range map[string]*hdrhistogram.Histogram{"tcp": tcp, "upgrade": up, "multistream": msel, "security": sec, "muxer": muxer} {
+		if h.TotalCount() > 0 {
+			m["phase_"+name+"_p50_ms"], m["phase_"+name+"_p99_ms"] = ms(h, 50), ms(h, 99)
+		}
+	}
+	m["server_cpu_us_per_conn"] = float64((s1.CPU - s0.CPU).Microseconds()) / n
+	m["client_cpu_us_per_conn"] = float64(ccpu.Microseconds()) / n
+	if err != nil {
+		res.Note = err.Error()
+	}
+	return res
+}
+
+// hold: N idle connections (one round trip each): server memory and
+// goroutines per connection, and server CPU while they idle.
+func (r *runner) hold() Result {
+	res := Result{Stack: r.st.Name, Scenario: "hold", Metrics: map[string]float64{}}
+	r.serverGC()
+	s0, err := r.probe.sample()
+	if err != nil {
+		res.Note = err.Error()
+		return res
+	}
+	conns, _, failed, err := r.openN(r.p.HoldN, 64)
+	defer r.closeAll(conns)
+	res.Errors = failed
+	if err != nil && len(conns) == 0 {
+		res.Note = err.Error()
+		return res
+	}
+	time.Sleep(time.Second)
+	r.serverGC()
+	s1, err := r.probe.sample()
+	if err != nil {
+		res.Note = err.Error()
+		return res
+	}
+	time.Sleep(r.p.Duration) // idle: keepalive timers only
+	s2, _ := r.probe.sample()
+	n := float64(len(conns))
+	m := res.Metrics
+	m["conns"] = n
+	m["server_rss_bytes_per_conn"] = float64(s1.RSS-s0.RSS) / n
+	m["server_goroutines_per_conn"] = (s1.Goroutines - s0.Goroutines) / n
+	m["server_idle_cpu_pct"] = 100 * (s2.CPU - s1.CPU).Seconds() / r.p.Duration.Seconds()
+	return res
+}
+
+// serverGC asks the server for two collections so memory readings are the
+// steady state (the same request works for any Go server with pprof).
+func (r *runner) serverGC() {
+	if r.p.SettleGCURL == "" {
+		return
+	}
+	for i := 0; i < 2; i++ {
+		if resp, err := http.Get(r.p.SettleGCURL); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+}
+
+// throughput: bulk echo on k streams of one libp2p connection (k
+// connections for raw WebSocket): bytes per second and CPU per byte.
+func (r *runner) throughput(k int) Result {
+	name := fmt.Sprintf("throughput-%d", k)
+	res := Result{Stack: r.st.Name, Scenario: name, Metrics: map[string]float64{}}
+	nconn := 1
+	if !r.st.LibP2P {
+		nconn = k
+	}
+	conns, _, failed, err := r.openN(nconn, nconn)
+	defer r.closeAll(conns)
+	res.Errors = failed
+	if err != nil {
+		res.Note = err.Error()
+		return res
+	}
+	var echoed atomic.Int64
+	var stop atomic.Bool
+	chunk := make([]byte, 32<<10)
+	s0, s1, ccpu, elapsed, err := r.measured(name, func() error {
+		if r.st.LibP2P {
+			pc := conns[0].pc
+			var oerr error
+			pc.Do(func() {
+				// Open every stream before any fills the output queue.
+				pumps := make([]func(), 0, k)
+				for i := 0; i < k && oerr == nil; i++ {
+					var pump func()
+					pump, oerr = bulkStream(pc, chunk, &echoed, &stop)
+					pumps = append(pumps, pump)
+				}
+				for _, pump := range pumps {
+					if pump != nil {
+						pump()
+					}
+				}
+			})
+			if oerr != nil {
+				return oerr
+			}
+		} else {
+			for _, c := range conns {
+				bulkRaw(c, &echoed, &stop)
+			}
+		}
+		time.Sleep(r.p.Duration)
+		stop.Store(true)
+		return nil
+	})
+	if err != nil {
+		res.Note = err.Error()
+	}
+	b := float64(echoed.Load())
+	m := res.Metrics
+	m["streams"] = float64(k)
+	m["bytes_per_sec"] = b / elapsed.Seconds()
+	if b > 0 {
+		m["server_cpu_ns_per_byte"] = float64((s1.CPU - s0.CPU).Nanoseconds()) / b
+		m["client_cpu_ns_per_byte"] = float64(ccpu.Nanoseconds()) / b
+	}
+	return res
+}
+
+// bulkStream opens an echo stream and returns the pump that keeps it full
+// in both directions until stop.
+func bulkStream(pc *engine.PeerConn, chunk []byte, echoed *atomic.Int64, stop *atomic.Bool) (func(), error) {
+	var st *mux.Stream
+	pump := func() {
+		for !stop.Load() {
+			n, err := st.Write(chunk)
+			if err != nil || n < len(chunk) {
+				return // OnWritable resumes
+			}
+		}
+		st.Reset()
+	}
+	h := &streamHandler{
+		data:     func(_ *mux.Stream, p []byte) int { echoed.Add(int64(len(p))); return len(p) },
+		writable: func(*mux.Stream) { pump() },
+	}
+	var err error
+	if st, err = pc.OpenStream(engine.ProtoEcho, h); err != nil {
+		return nil, err
+	}
+	return pump, nil
+}
+
+// bulkRaw keeps four 64 KiB messages in flight on a raw WebSocket.
+func bulkRaw(rc conn, echoed *atomic.Int64, stop *atomic.Bool) {
+	msg := make([]byte, 64<<10)
+	rc.ws.Do(func(c *engine.Conn) {
+		rs := rc.raw
+		rs.onMessage = func(n int) {
+			echoed.Add(int64(n))
+			if !stop.Load() {
+				c.WriteMessage(codec.OpBinary, msg)
+			}
+		}
+		for i := 0; i < 4; i++ {
+			c.WriteMessage(codec.OpBinary, msg)
+		}
+	})
+}
+
+// messages: n connections each echoing small messages one at a time:
+// messages per second and round-trip percentiles.
+func (r *runner) messages() Result {
+	res := Result{Stack: r.st.Name, Scenario: "messages", Metrics: map[string]float64{}}
+	conns, _, failed, err := r.openN(r.p.MessageConns, 64)
+	defer r.closeAll(conns)
+	res.Errors = failed
+	if err != nil {
+		res.Note = err.Error()
+		return res
+	}
+	var mu sync.Mutex
+	rtt := newHist()
+	var count atomic.Int64
+	var stop atomic.Bool
+	msg := make([]byte, r.p.MessageSize)
+	_, _, _, elapsed, err := r.measured("messages", func() error {
+		for _, c := range conns {
+			if err := pingPong(c, msg, &stop, &count, func(d time.Duration) {
+				mu.Lock()
+				rtt.RecordValue(d.Microseconds())
+				mu.Unlock()
+			}); err != nil {
+				return err
+			}
+		}
+		time.Sleep(r.p.Duration)
+		stop.Store(true)
+		return nil
+	})
+	if err != nil {
+		res.Note = err.Error()
+	}
+	m := res.Metrics
+	m["conns"] = float64(len(conns))
+	m["msgs_per_sec"] = float64(count.Load()) / elapsed.Seconds()
+	mu.Lock()
+	m["rtt_p50_us"] = float64(rtt.ValueAtQuantile(50))
+	m["rtt_p99_us"] = float64(rtt.ValueAtQuantile(99))
+	mu.Unlock()
+	return res
+}
+
+// pingPong sends msg, waits for its echo, and repeats until stop.
+func pingPong(c conn, msg []byte, stop *atomic.Bool, count *atomic.Int64, record func(time.Duration)) error {
+	if c.pc != nil {
+		var st *mux.Stream
+		var sent time.Time
+		got := 0
+		h := &streamHandler{data: func(s *mux.Stream, p []byte) int {
+			got += len(p)
+			for got >= len(msg) {
+				got -= len(msg)
+				record(time.Since(sent))
+				count.Add(1)
+				if stop.Load() {
+					s.Reset()
+					return len(p)
+				}
+				sent = time.Now()
+				s.Write(msg)
+			}
+			return len(p)
+		}}
+		var err error
+		c.pc.Do(func() {
+			if st, err = c.pc.OpenStream(engine.ProtoEcho, h); err == nil {
+				sent = time.Now()
+				st.Write(msg)
+			}
+		})
+		return err
+	}
+	var sent time.Time
+	c.ws.Do(func(w *engine.Conn) {
+		rs := c.raw
+		rs.onMessage = func(int) {
+			record(time.Since(sent))
+			count.Add(1)
+			if !stop.Load() {
+				sent = time.Now()
+				w.WriteMessage(codec.OpBinary, msg)
+			}
+		}
+		sent = time.Now()
+		w.WriteMessage(codec.OpBinary, msg)
+	})
+	return nil
+}
+
+// churn: connect, one round trip, close, continuously for the duration,
+// with par cycles in flight: every cycle must complete.
+func (r *runner) churn() Result {
+	res := Result{Stack: r.st.Name, Scenario: "churn", Metrics: map[string]float64{}}
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(r.p.Duration)
+	var wg sync.WaitGroup
+	_, _, _, elapsed, _ := r.measured("churn", func() error {
+		for i := 0; i < r.p.ChurnPar; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					done := make(chan error, 1)
+					r.cl.dial(r.st, r.tg, func(c conn, _ *engine.Trace, err error) {
+						if err != nil {
+							done <- err
+							return
+						}
+						if err := r.roundTrip(c, func(err error) {
+							done <- err
+							if c.pc != nil {
+								c.pc.Close()
+							} else {
+								c.ws.Close(codec.CloseNormal, "")
+							}
+						}); err != nil {
+							done <- err
+						}
+					})
+					select {
+					case err := <-done:
+						if err != nil {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, err.Error())
+						} else {
+							ok.Add(1)
+						}
+					case <-time.After(10 * time.Second):
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, "cycle timed out")
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return nil
+	})
+	res.Errors = int(failed.Load())
+	if v := firstErr.Load(); v != nil {
+		res.Note = v.(string)
+	}
+	m := res.Metrics
+	m["cycles"] = float64(ok.Load())
+	m["cycles_per_sec"] = float64(ok.Load()) / elapsed.Seconds()
+	return res
+}

@@ -48,5 +48,6 @@ GOARCH=arm64 go test -c -tags purego -o "$tmp/simd.arm64.purego.test" ./simd
 step "simd: generated assembly is up to date"
 sh simd/_asm/check.sh
 
-step "comparison peers (nested module)"
+step "real peers: go-libp2p host, nbio, js-libp2p in Node and Chromium (nested module)"
+bash bench/peers/js/setup.sh
 (cd bench/peers && go vet ./... && go test -count=1 ./...)

@@ -60,7 +60,9 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	host.Handle(engine.ProtoEcho, engine.EchoStream)
+	if err := host.HandleDefaults(); err != nil { // identify, ping, echo
+		return err
+	}
 	// libp2p on every path (dialers use any), raw echo on -ws-echo.
 	routes := engine.Routes{Paths: map[string]engine.Handler{}, Fallback: host.Handler()}
 	if *echoPath != "" {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime"
 	"time"
 
@@ -27,6 +29,7 @@ func idle(args []string) error {
 	metrics := fs.String("server-metrics", "", "server /metrics URL (for go_goroutines); empty skips")
 	settle := fs.Duration("settle", 3*time.Second, "wait after the last echo before measuring")
 	name := fs.String("name", "server", "name of the server in the report")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of a Markdown table row")
 	stack := fs.String("stack", "ws", "ws (raw WebSocket echo on -path) or libp2p (WebSocket + Noise + yamux, one echo-stream round trip each)")
 	gcURL := fs.String("server-gc", "", "URL that makes the server collect garbage (pprof: /debug/pprof/heap?gc=1), fetched twice before each RSS reading so both servers are measured in steady state")
 	if err := fs.Parse(args); err != nil {
@@ -78,9 +81,19 @@ func idle(args []string) error {
 		return err
 	}
 	g1 := goroutines(*metrics)
-	fmt.Printf("| %s | %d | %.0f | %.1f | %.3f | %s |\n", *name, *n,
-		float64(rss1-rss0)/float64(*n), float64(rss1-rss0)/(1<<20),
-		(g1-g0)/float64(*n), elapsed.Round(time.Millisecond))
+	if *asJSON {
+		json.NewEncoder(os.Stdout).Encode(map[string]any{
+			"server": *name, "stack": *stack, "conns": *n,
+			"rss_bytes_per_conn":  float64(rss1-rss0) / float64(*n),
+			"rss_added_bytes":     rss1 - rss0,
+			"goroutines_per_conn": (g1 - g0) / float64(*n),
+			"connect_seconds":     elapsed.Seconds(),
+		})
+	} else {
+		fmt.Printf("| %s | %d | %.0f | %.1f | %.3f | %s |\n", *name, *n,
+			float64(rss1-rss0)/float64(*n), float64(rss1-rss0)/(1<<20),
+			(g1-g0)/float64(*n), elapsed.Round(time.Millisecond))
+	}
 	runtime.KeepAlive(warm)
 	runtime.KeepAlive(conns)
 	return nil

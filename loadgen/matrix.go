@@ -31,6 +31,8 @@ type runFlags struct {
 	jsonPath, csvPath, htmlOut string
 	profiles                   string
 	quick                      bool
+	connectN, holdN, msgConns  int
+	duration                   time.Duration
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -41,6 +43,10 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.htmlOut, "html", "", "write an HTML report with charts here (default: <profiles>/report.html)")
 	fs.StringVar(&f.profiles, "profiles", "", "directory for pprof profiles (default: profiles/<timestamp>); \"none\" disables")
 	fs.BoolVar(&f.quick, "quick", false, "small counts and short durations (tests, smoke runs)")
+	fs.IntVar(&f.connectN, "connect-n", 0, "connections the connect scenario opens (default 400)")
+	fs.IntVar(&f.holdN, "hold-n", 0, "idle connections the hold scenario holds (default 2000)")
+	fs.IntVar(&f.msgConns, "message-conns", 0, "connections of the messages scenario (default 200)")
+	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 2s)")
 }
 
 // matrix is the default command: an engine child process on loopback, the
@@ -129,6 +135,18 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	p := defaultParams()
 	if rf.quick {
 		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4}
+	}
+	if rf.connectN > 0 {
+		p.ConnectN = rf.connectN
+	}
+	if rf.holdN > 0 {
+		p.HoldN = rf.holdN
+	}
+	if rf.msgConns > 0 {
+		p.MessageConns = rf.msgConns
+	}
+	if rf.duration > 0 {
+		p.Duration = rf.duration
 	}
 	if metricsURL != "" {
 		p.SettleGCURL = strings.Replace(metricsURL, "/metrics", "/debug/pprof/heap?gc=1", 1)

@@ -272,36 +272,44 @@ func (c *identifyClient) OnData(st *mux.Stream, p []byte) int {
 	if c.done == nil {
 		return len(p)
 	}
+	n, err := c.parse(p)
+	if err != nil {
+		c.fail(st, err)
+		return len(p)
+	}
+	// Unconsumed: at most one partial message (≤ 8 KiB + prefix).
+	return n
+}
+
+// parse merges the complete messages at the front of p into c.msg and
+// returns how many bytes they took; a partial message is left for later.
+func (c *identifyClient) parse(p []byte) (int, error) {
 	off := 0
 	for off < len(p) {
 		l, k, err := codec.ParseUvarint(p[off:], identifyLenBytes)
 		if err == codec.ErrShortBuffer {
 			break
 		}
-		if err != nil || l > MaxIdentifyMessage {
-			if err == nil || err == codec.ErrUvarintTooLong {
-				err = ErrIdentifyTooLarge
-			}
-			c.fail(st, err)
-			return len(p)
+		if err == codec.ErrUvarintTooLong || err == nil && l > MaxIdentifyMessage {
+			return off, ErrIdentifyTooLarge
+		}
+		if err != nil {
+			return off, err
 		}
 		if len(p)-off-k < int(l) {
 			break // the rest of this message has not arrived
 		}
 		if c.n == maxIdentifyMessages {
-			c.fail(st, ErrIdentifyTooMany)
-			return len(p)
+			return off, ErrIdentifyTooMany
 		}
 		body := p[off+k : off+k+int(l)]
 		if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(body, c.msg); err != nil {
-			c.fail(st, err)
-			return len(p)
+			return off, err
 		}
 		c.n++
 		off += k + int(l)
 	}
-	// Unconsumed: at most one partial message (≤ 8 KiB + prefix).
-	return off
+	return off, nil
 }
 
 func (c *identifyClient) OnWritable(*mux.Stream) {}

@@ -298,3 +298,53 @@ func TestIdentifyServerDrops(t *testing.T) {
 		t.Fatal("no reset")
 	}
 }
+
+// feedIdentify runs the client parser over chunks as the stream presents
+// them: unconsumed bytes come back with the next chunk.
+func feedIdentify(chunks ...[]byte) (*pb.Identify, error, int) {
+	c := &identifyClient{msg: &pb.Identify{}}
+	var pending []byte
+	for _, ch := range chunks {
+		pending = append(pending, ch...)
+		n, err := c.parse(pending)
+		if err != nil {
+			return nil, err, 0
+		}
+		if n < 0 || n > len(pending) {
+			panic("parse consumed outside the buffer")
+		}
+		pending = pending[n:]
+	}
+	if len(pending) > MaxIdentifyMessage+identifyLenBytes {
+		panic("more than one partial message left unconsumed")
+	}
+	return c.msg, nil, len(pending)
+}
+
+// FuzzIdentifyParse: any split of the input gives the result of the whole
+// (same message, same error, same leftover), and the leftover is at most
+// one partial message.
+func FuzzIdentifyParse(f *testing.F) {
+	vec, _ := hex.DecodeString("790a24080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c120a047f000001060fa1dd031a0e2f697066732f69642f312e302e301a102f697066732f70696e672f312e302e30220a047f00000106c350dd032a0a697066732f302e312e30320b6578616d706c652f312e30")
+	f.Add(vec, uint16(1))
+	f.Add(append(append([]byte{}, vec...), vec...), uint16(121))
+	f.Add(codec.AppendUvarint(nil, MaxIdentifyMessage+1), uint16(1))
+	f.Add(bytes.Repeat([]byte{0}, 12), uint16(5)) // 12 empty messages
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		k := int(cut) % (len(data) + 1)
+		m1, err1, rest1 := feedIdentify(data)
+		m2, err2, rest2 := feedIdentify(data[:k], data[k:])
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("whole: %v, split at %d: %v", err1, k, err2)
+		}
+		// Our errors must match; protobuf's decode errors are fresh values.
+		for _, e := range []error{ErrIdentifyTooLarge, ErrIdentifyTooMany, codec.ErrUvarintNotMinimal} {
+			if errors.Is(err1, e) != errors.Is(err2, e) {
+				t.Fatalf("whole: %v, split at %d: %v", err1, k, err2)
+			}
+		}
+		if err1 == nil && (!proto.Equal(m1, m2) || rest1 != rest2) {
+			t.Fatalf("split at %d differs: rest %d vs %d", k, rest1, rest2)
+		}
+	})
+}

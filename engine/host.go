@@ -85,6 +85,8 @@ type Host struct {
 	addrs  atomic.Pointer[[]ma.Multiaddr]
 	// upgrading counts connections between WebSocket upgrade and yamux.
 	upgrading atomic.Int64
+	// idMsg is the marshalled identify message, rebuilt on change.
+	idMsg atomic.Pointer[identifyMsg]
 }
 
 type protoSet struct {

@@ -21,7 +21,8 @@ import (
 func startHost(t testing.TB, cfg HostConfig) (*Host, ma.Multiaddr) {
 	t.Helper()
 	e := New(Config{Logger: quiet})
-	t.Cleanup(func() { e.Close() })
+	testEngines.Store(e, true)
+	t.Cleanup(func() { testEngines.Delete(e); e.Close() })
 	h, err := NewHost(e, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,10 +2,7 @@ package engine
 
 import (
 	"errors"
-	"runtime"
-	"sync"
 	"time"
-	"weak"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -78,26 +75,18 @@ type identifyMsg struct {
 	tail   []byte
 }
 
-// identifyCache maps weak.Pointer[Host] to its *identifyMsg. A weak key
-// lets a Host be collected; its entry is deleted by a cleanup then.
-// (A field in Host would do the same with less machinery.)
-var identifyCache sync.Map
-
+// identifyMsg returns the host's marshalled identify message, rebuilt
+// when its protocols or listen addresses changed.
 func (h *Host) identifyMsg() (*identifyMsg, error) {
-	key := weak.Make(h)
 	ps, addrs := h.protos.Load(), h.addrs.Load()
-	if v, ok := identifyCache.Load(key); ok {
-		if m := v.(*identifyMsg); m.protos == ps && m.addrs == addrs {
-			return m, nil
-		}
+	if m := h.idMsg.Load(); m != nil && m.protos == ps && m.addrs == addrs {
+		return m, nil
 	}
 	m, err := h.buildIdentify(ps, addrs)
 	if err != nil {
 		return nil, err
 	}
-	if _, loaded := identifyCache.Swap(key, m); !loaded {
-		runtime.AddCleanup(h, func(k weak.Pointer[Host]) { identifyCache.Delete(k) }, key)
-	}
+	h.idMsg.Store(m)
 	return m, nil
 }
 

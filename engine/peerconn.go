@@ -41,12 +41,13 @@ type PeerConn struct {
 	// in holds bytes of the WebSocket stream that a layer could not use
 	// yet: a partial handshake message or Noise frame (pooled, nil when
 	// empty). hdr holds a partial yamux header between Noise frames.
-	in          []byte
-	hdr         [mux.HeaderLen]byte
-	hdrN        uint8
-	phase       phase
-	client      bool
-	negotiating []*negotiator // inbound streams choosing a protocol
+	in           []byte
+	hdr          [mux.HeaderLen]byte
+	hdrN         uint8
+	phase        phase
+	client       bool
+	inboundPings uint8         // live inbound ping streams (MaxInboundPings)
+	negotiating  []*negotiator // inbound streams choosing a protocol
 }
 
 // upgrade is what a connection needs only until yamux runs.

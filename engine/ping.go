@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/swarmgate/swarmgate/mux"
@@ -40,34 +39,20 @@ var (
 // pingIdle is PingIdleTimeout; tests shorten it.
 var pingIdle = PingIdleTimeout
 
-// inboundPings counts live inbound ping streams per connection. Entries
-// exist only while a connection has one, and every ping stream ends in
-// release (FIN answered, reset either way, or session end), so the map
-// does not keep closed connections. (A counter in PeerConn would avoid
-// the shared lock.)
-var inboundPings struct {
-	sync.Mutex
-	n map[*PeerConn]int
-}
-
+// acquirePing admits an inbound ping stream; every admitted stream ends in
+// releasePing (FIN answered, reset either way, or session end). Both run
+// under the connection's lock.
 func acquirePing(pc *PeerConn) bool {
-	inboundPings.Lock()
-	defer inboundPings.Unlock()
-	if inboundPings.n[pc] >= MaxInboundPings {
+	if pc.inboundPings >= MaxInboundPings {
 		return false
 	}
-	if inboundPings.n == nil {
-		inboundPings.n = map[*PeerConn]int{}
-	}
-	inboundPings.n[pc]++
+	pc.inboundPings++
 	return true
 }
 
 func releasePing(pc *PeerConn) {
-	inboundPings.Lock()
-	defer inboundPings.Unlock()
-	if inboundPings.n[pc]--; inboundPings.n[pc] <= 0 {
-		delete(inboundPings.n, pc)
+	if pc.inboundPings > 0 {
+		pc.inboundPings--
 	}
 }
 

@@ -59,7 +59,7 @@ func TestAdmitPerIPv4(t *testing.T) {
 	}
 	wantRefused(t, a, "198.51.100.7", t0, ErrLimitPerIP)
 	wantRefused(t, a, "::ffff:198.51.100.7", t0, ErrLimitPerIP) // the mapped form is the same source
-	mustAdmit(t, a, "198.51.100.8", t0)                          // a neighbour is another source
+	mustAdmit(t, a, "198.51.100.8", t0)                         // a neighbour is another source
 	held[0].Release()
 	held[0].Release() // idempotent
 	held[0] = mustAdmit(t, a, "198.51.100.7", t0)

@@ -71,7 +71,9 @@ type Conn struct {
 	tslot        int32
 	deadline     int64
 
-	out   []byte // outbound bytes of this pass (pooled), nil when none
+	out []byte // outbound bytes of this pass (pooled), nil when none
+	// tls is the connection's TLS layer (tls.go), nil for plain /ws.
+	tls   *tlsConn
 	fd    int
 	err   error
 	state connState
@@ -115,6 +117,7 @@ type handshake struct {
 	key     [24]byte  // client: our Sec-WebSocket-Key
 	path    string    // server: the request path, during the Handler call
 	start   time.Time // accept or dial: upgrade deadlines count from here
+	sniffed bool      // server: the first byte chose TLS or plain (tls.go)
 }
 
 func (c *Conn) setDeadline(d time.Duration) {
@@ -203,7 +206,7 @@ func (c *Conn) onRequest() error {
 		return nil
 	}
 	c.eng.metrics.bytesIn.Add(float64(n))
-	c.input(b)
+	c.receive(b)
 	r.Release()
 	c.flush()
 	return nil
@@ -311,6 +314,9 @@ func (c *Conn) onClose(netpoll.Connection) error {
 	}
 	c.setDeadline(0)
 	c.hs = nil
+	if c.tls != nil {
+		c.tls.close()
+	}
 	stage := c.stage
 	c.stage = nil
 	if stage != nil {
@@ -392,10 +398,13 @@ func (c *Conn) writeRaw(p []byte) {
 // which is the backpressure.
 func (c *Conn) flush() {
 	out := c.out
+	c.out = nil
+	if c.tls != nil {
+		out = c.tls.seal(out) // encrypt-on-flush hook
+	}
 	if out == nil {
 		return
 	}
-	c.out = nil
 	defer putBuf(out)
 	c.eng.metrics.bytesOut.Add(float64(len(out)))
 	n, err := writeFD(c.fd, out)

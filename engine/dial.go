@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -13,7 +14,7 @@ import (
 // DefaultDialTimeout bounds the TCP connect of Dial.
 const DefaultDialTimeout = 10 * time.Second
 
-// Dial opens a client connection to a /ws multiaddr and requests path. It
+// Dial opens a client connection to a /ws or /tls/ws multiaddr and requests path. It
 // returns once TCP is connected and the upgrade request is queued; h runs
 // when the server accepts the upgrade, and the connection's Stage.Closed
 // reports a refusal. No goroutine is kept for the connection.
@@ -27,6 +28,10 @@ func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) 
 		return nil, err
 	}
 	c := &Conn{nc: nc, eng: e, role: codec.Client, fd: connFD(nc), hs: &handshake{handler: h, key: codec.NewKey(), start: e.cfg.Now()}}
+	if a.tls {
+		c.tls = newTLSConn(c)
+		c.tls.tc = tls.Client(c.tls, e.clientTLSConfig(a))
+	}
 	if !e.track(c) {
 		nc.Close()
 		return nil, ErrClosed
@@ -37,12 +42,19 @@ func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) 
 	c.mu.Lock()
 	c.setDeadline(e.cfg.HandshakeTimeout)
 	var req [512]byte
-	out := codec.AppendRequest(req[:0], a.hostPort(), path, c.hs.key[:])
+	out := codec.AppendRequest(req[:0], a.hostHeader(), path, c.hs.key[:])
 	c.writeRaw(out)
-	c.flush()
+	c.flush() // with TLS: queued until the handshake is done
 	c.unlock()
 	// Registering the read callback last: the response cannot be handled
 	// before the connection's state is complete.
 	nc.SetOnRequest(func(_ context.Context, _ netpoll.Connection) error { return c.onRequest() })
+	if c.tls != nil {
+		c.mu.Lock()
+		if c.state != stateClosed {
+			c.startTLSHandshake() // the client speaks first: ClientHello
+		}
+		c.unlock()
+	}
 	return c, nil
 }

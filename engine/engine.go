@@ -12,6 +12,7 @@
 package engine
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"sync"
@@ -72,6 +73,22 @@ type Config struct {
 	CloseTimeout       time.Duration // DefaultCloseTimeout
 	Tick               time.Duration // DefaultTick
 
+	// TLS configures /tls/ws and /wss listeners: Certificates, or
+	// GetCertificate for certificates that change (an ACME manager such as
+	// certmagic, libp2p AutoTLS, CertReloader), CurvePreferences (nil: Go's
+	// defaults, X25519MLKEM768 first), MinVersion (0: TLS 1.2). The engine
+	// sets NextProtos to http/1.1 only. nil, or no certificate, on a
+	// loopback listener: a self-signed ECDSA P-256 certificate whose SHA-256
+	// fingerprint is logged; elsewhere Listen fails with ErrNoCertificate.
+	TLS *tls.Config
+	// TLSClient configures dials to /tls/ws: RootCAs (nil: the system's),
+	// InsecureSkipVerify for loopback measurement. The server name comes
+	// from the address's /sni, DNS name or IP.
+	TLSClient *tls.Config
+	// MaxConcurrentTLSHandshakes bounds server TLS handshakes in progress
+	// (DefaultMaxConcurrentTLSHandshakes).
+	MaxConcurrentTLSHandshakes int
+
 	// CheckOrigin decides whether a browser's Origin may connect; nil
 	// accepts every origin, as libp2p does.
 	CheckOrigin func(origin, host []byte) bool
@@ -107,6 +124,9 @@ func (c *Config) setDefaults() {
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = DefaultCloseTimeout
 	}
+	if c.MaxConcurrentTLSHandshakes <= 0 {
+		c.MaxConcurrentTLSHandshakes = DefaultMaxConcurrentTLSHandshakes
+	}
 	if c.Tick <= 0 {
 		c.Tick = DefaultTick
 	}
@@ -124,6 +144,7 @@ type Engine struct {
 	log     *slog.Logger
 	metrics *metrics
 	wheel   *wheel
+	tls     *engineTLS
 
 	mu        sync.Mutex
 	listeners []*Listener
@@ -158,6 +179,7 @@ func New(cfg Config) *Engine {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: newMetrics(cfg.Registerer),
+		tls:     newEngineTLS(cfg.Registerer),
 	}
 	e.wheel = newWheel(cfg.Tick, cfg.Now)
 	e.metrics.simdImpl.WithLabelValues(simd.Impl()).Set(1)

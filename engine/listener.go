@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -32,9 +34,20 @@ type Listener struct {
 	routes Routes
 	done   chan struct{}
 	once   sync.Once
+
+	// tlsCfg is set on a /tls/ws listener; plain on a /ws one. Both set
+	// (one port shared by two Listen calls): the first byte of each
+	// connection decides, 0x16 being a TLS handshake record.
+	tlsCfg atomic.Pointer[tls.Config]
+	plain  atomic.Bool
+	// tcp is the bound address, for finding a port to share.
+	tcp *net.TCPAddr
+	// parent is the listener whose port this one shares, nil for the owner.
+	parent *Listener
 }
 
-// Addr is the listen multiaddr with the port the kernel chose.
+// Addr is the listen multiaddr with the port the kernel chose; /wss is
+// written /tls/ws.
 func (l *Listener) Addr() ma.Multiaddr { return l.addr }
 
 func (l *Listener) route(path []byte) Handler {
@@ -49,6 +62,33 @@ type wsAddr struct {
 	network string // tcp4 or tcp6
 	host    string // IP literal or DNS name
 	port    int
+	tls     bool   // /tls/ws, /tls/sni/H/ws or /wss
+	sni     string // /sni/H: TLS server name and Host header
+}
+
+// serverName is the TLS server name to dial: the /sni host, else the
+// address's host.
+func (a wsAddr) serverName() string {
+	if a.sni != "" {
+		return a.sni
+	}
+	return a.host
+}
+
+// hostHeader is the Host of the upgrade request.
+func (a wsAddr) hostHeader() string {
+	return net.JoinHostPort(a.serverName(), strconv.Itoa(a.port))
+}
+
+// suffix is the address after /tcp/N, in go-libp2p's canonical form.
+func (a wsAddr) suffix() string {
+	switch {
+	case a.sni != "":
+		return "/tls/sni/" + a.sni + "/ws"
+	case a.tls:
+		return "/tls/ws"
+	}
+	return "/ws"
 }
 
 func (a wsAddr) hostPort() string { return net.JoinHostPort(a.host, strconv.Itoa(a.port)) }
@@ -56,40 +96,111 @@ func (a wsAddr) hostPort() string { return net.JoinHostPort(a.host, strconv.Itoa
 // ErrUnsupportedAddr reports a multiaddr the engine cannot listen on or dial.
 var ErrUnsupportedAddr = errors.New("engine: unsupported multiaddr")
 
-// parseWSAddr accepts /ip4|ip6|dns|dns4|dns6/…/tcp/N/ws, optionally
-// followed by /p2p/… (ignored here).
+// parseWSAddr accepts /ip4|ip6|dns|dns4|dns6/…/tcp/N followed by /ws,
+// /tls/ws, /tls/sni/H/ws or /wss (protocol notes §2), optionally followed
+// by /p2p/… (ignored here).
 func parseWSAddr(m ma.Multiaddr) (wsAddr, error) {
 	var a wsAddr
-	step := 0
-	for _, c := range m {
-		code := c.Protocol().Code
-		switch {
-		case step == 0 && (code == ma.P_IP4 || code == ma.P_IP6 || code == ma.P_DNS || code == ma.P_DNS4 || code == ma.P_DNS6):
-			a.host = c.Value()
-			a.network = "tcp4"
-			if code == ma.P_IP6 || code == ma.P_DNS6 {
-				a.network = "tcp6"
-			}
-			if code == ma.P_DNS {
-				a.network = "tcp"
-			}
-		case step == 1 && code == ma.P_TCP:
-			p, err := strconv.Atoi(c.Value())
-			if err != nil {
-				return a, err
-			}
-			a.port = p
-		case step == 2 && code == ma.P_WS:
-		case step == 3 && code == ma.P_P2P:
-		default:
-			return a, fmt.Errorf("%w: %s", ErrUnsupportedAddr, m)
-		}
-		step++
+	bad := fmt.Errorf("%w: %s", ErrUnsupportedAddr, m)
+	cs := []ma.Component(m)
+	if len(cs) < 3 {
+		return a, bad
 	}
-	if step < 3 {
-		return a, fmt.Errorf("%w: %s", ErrUnsupportedAddr, m)
+	switch code := cs[0].Protocol().Code; code {
+	case ma.P_IP4, ma.P_DNS4:
+		a.network = "tcp4"
+	case ma.P_IP6, ma.P_DNS6:
+		a.network = "tcp6"
+	case ma.P_DNS:
+		a.network = "tcp"
+	default:
+		return a, bad
+	}
+	a.host = cs[0].Value()
+	if cs[1].Protocol().Code != ma.P_TCP {
+		return a, bad
+	}
+	p, err := strconv.Atoi(cs[1].Value())
+	if err != nil {
+		return a, err
+	}
+	a.port = p
+	rest := cs[2:]
+	switch rest[0].Protocol().Code {
+	case ma.P_WS:
+		rest = rest[1:]
+	case ma.P_WSS:
+		a.tls = true
+		rest = rest[1:]
+	case ma.P_TLS:
+		a.tls = true
+		rest = rest[1:]
+		if len(rest) > 0 && rest[0].Protocol().Code == ma.P_SNI {
+			a.sni = rest[0].Value()
+			rest = rest[1:]
+		}
+		if len(rest) == 0 || rest[0].Protocol().Code != ma.P_WS {
+			return a, bad
+		}
+		rest = rest[1:]
+	default:
+		return a, bad
+	}
+	if len(rest) == 1 && rest[0].Protocol().Code == ma.P_P2P {
+		rest = rest[1:]
+	}
+	if len(rest) != 0 {
+		return a, bad
 	}
 	return a, nil
+}
+
+// ErrAddrInUse reports a second Listen on a port already serving the same
+// security (plain or TLS).
+var ErrAddrInUse = errors.New("engine: address already served")
+
+// share adds the other security to a listener already bound to a's port:
+// /ws and /tls/ws on one port, told apart by each connection's first byte.
+// The returned listener shares the owner's socket and routes.
+func (e *Engine) share(a wsAddr) (*Listener, error) {
+	if a.port == 0 {
+		return nil, nil
+	}
+	e.mu.Lock()
+	var owner *Listener
+	for _, l := range e.listeners {
+		if l.tcp.Port == a.port && l.tcp.IP.String() == a.host {
+			owner = l
+		}
+	}
+	e.mu.Unlock()
+	if owner == nil {
+		return nil, nil
+	}
+	addr, err := listenMultiaddr(owner.tcp, a)
+	if err != nil {
+		return nil, err
+	}
+	if a.tls {
+		cfg, err := e.serverTLSConfig(a, owner.tcp.IP)
+		if err != nil {
+			return nil, err
+		}
+		if !owner.tlsCfg.CompareAndSwap(nil, cfg) {
+			return nil, fmt.Errorf("%w: %s", ErrAddrInUse, addr)
+		}
+	} else if owner.plain.Swap(true) {
+		return nil, fmt.Errorf("%w: %s", ErrAddrInUse, addr)
+	}
+	return &Listener{eng: e, addr: addr, ln: owner.ln, loop: owner.loop, routes: owner.routes, done: owner.done, tcp: owner.tcp, parent: owner}, nil
+}
+
+func listenMultiaddr(tcp *net.TCPAddr, a wsAddr) (ma.Multiaddr, error) {
+	ipProto := "ip4"
+	if tcp.IP.To4() == nil {
+		ipProto = "ip6"
+	}
+	return ma.NewMultiaddr(fmt.Sprintf("/%s/%s/tcp/%d%s", ipProto, tcp.IP, tcp.Port, a.suffix()))
 }
 
 // Listen starts accepting on addr (port 0 picks a free port) and serves the
@@ -99,20 +210,29 @@ func (e *Engine) Listen(addr ma.Multiaddr, routes Routes) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	if l, err := e.share(a); l != nil || err != nil {
+		return l, err
+	}
 	ln, err := netpoll.CreateListener(a.network, a.hostPort())
 	if err != nil {
 		return nil, err
 	}
 	l := &Listener{eng: e, ln: ln, routes: routes, done: make(chan struct{})}
-	tcp := ln.Addr().(*net.TCPAddr)
-	ipProto := "ip4"
-	if tcp.IP.To4() == nil {
-		ipProto = "ip6"
-	}
-	l.addr, err = ma.NewMultiaddr(fmt.Sprintf("/%s/%s/tcp/%d/ws", ipProto, tcp.IP, tcp.Port))
+	l.tcp = ln.Addr().(*net.TCPAddr)
+	l.addr, err = listenMultiaddr(l.tcp, a)
 	if err != nil {
 		ln.Close()
 		return nil, err
+	}
+	if a.tls {
+		cfg, err := e.serverTLSConfig(a, l.tcp.IP)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		l.tlsCfg.Store(cfg)
+	} else {
+		l.plain.Store(true)
 	}
 	l.loop, err = netpoll.NewEventLoop(
 		func(context.Context, netpoll.Connection) error { return nil }, // replaced per connection in prepare
@@ -163,6 +283,9 @@ func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 // Close stops accepting new connections on this listener; connections
 // already accepted stay open.
 func (l *Listener) Close() error {
+	if l.parent != nil {
+		return l.parent.Close() // one socket: closing either address closes both
+	}
 	l.once.Do(func() { l.ln.Close() })
 	return nil
 }

@@ -1,0 +1,463 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	lpws "github.com/libp2p/go-libp2p/p2p/transport/websocket"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// testCert is a self-signed certificate for localhost and 127.0.0.1 and a
+// pool that trusts it.
+func testCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	if len(hosts) == 0 {
+		hosts = []string{"localhost", "127.0.0.1"}
+	}
+	cert, err := SelfSignedCertificate(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return cert, pool
+}
+
+// startTLSEcho runs an engine serving the raw echo on /echo at addr.
+func startTLSEcho(t testing.TB, cfg Config, addr string) (*Engine, ma.Multiaddr) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	e := New(cfg)
+	t.Cleanup(func() { e.Close() })
+	l, err := e.Listen(ma.StringCast(addr), Routes{Paths: map[string]Handler{"/echo": Echo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, l.Addr()
+}
+
+func tcpPort(t testing.TB, a ma.Multiaddr) string {
+	t.Helper()
+	p, err := a.ValueForProtocol(ma.P_TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func gorillaEcho(t *testing.T, conn *websocket.Conn, sizes ...int) {
+	t.Helper()
+	for _, n := range sizes {
+		msg := make([]byte, n)
+		for i := range msg {
+			msg[i] = byte(rand.Uint32())
+		}
+		werr := make(chan error, 1)
+		go func() { werr <- conn.WriteMessage(websocket.BinaryMessage, msg) }()
+		_, got, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if err := <-werr; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("echo of %d bytes differs (got %d)", n, len(got))
+		}
+	}
+}
+
+func tlsState(c *websocket.Conn) tls.ConnectionState {
+	return c.NetConn().(*tls.Conn).ConnectionState()
+}
+
+// counterValue reads one labelled counter from a registry.
+func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			return metricValue(m)
+		}
+	}
+	return 0
+}
+
+func metricValue(m *dto.Metric) float64 {
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	if m.Gauge != nil {
+		return m.Gauge.GetValue()
+	}
+	if m.Histogram != nil {
+		return float64(m.Histogram.GetSampleCount())
+	}
+	return 0
+}
+
+// A gorilla wss:// client runs the raw echo over TLS 1.2 and 1.3, up to
+// 16 MiB messages, and the handshake metrics record each.
+func TestTLSGorillaEcho(t *testing.T) {
+	cert, pool := testCert(t)
+	reg := prometheus.NewRegistry()
+	_, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	if !strings.HasSuffix(addr.String(), "/tls/ws") {
+		t.Fatalf("listen address %s", addr)
+	}
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: v, MaxVersion: v, NextProtos: []string{"h2", "http/1.1"}}}
+			conn, _, err := d.Dial("wss://localhost:"+tcpPort(t, addr)+"/echo", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if st := tlsState(conn); st.Version != v || st.NegotiatedProtocol != "http/1.1" {
+				t.Fatalf("TLS state %+v", st)
+			}
+			sizes := []int{0, 1, 125, 16 << 10, 100 << 10}
+			if v == tls.VersionTLS13 {
+				sizes = append(sizes, 16<<20)
+			} else {
+				sizes = append(sizes, 4<<20)
+			}
+			gorillaEcho(t, conn, sizes...)
+			if n := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "ok", "version": tls.VersionName(v)}); n != 1 {
+				t.Fatalf("%v ok handshakes counted", n)
+			}
+		})
+	}
+	if n := counterValue(t, reg, "swarmgate_tls_key_exchanges_total", map[string]string{"curve": "X25519MLKEM768"}); n != 1 {
+		t.Fatalf("%v X25519MLKEM768 key exchanges (TLS 1.3 default)", n)
+	}
+}
+
+// /ws and /tls/ws share one port; the first byte decides. A plain client
+// on a TLS-only port is cut and counted.
+func TestTLSSharedPort(t *testing.T) {
+	cert, pool := testCert(t)
+	reg := prometheus.NewRegistry()
+	e, plain := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg}, "/ip4/127.0.0.1/tcp/0/ws")
+	port := tcpPort(t, plain)
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/"+port+"/wss"), Routes{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Addr().String(); got != "/ip4/127.0.0.1/tcp/"+port+"/tls/ws" {
+		t.Fatalf("shared address %s", got)
+	}
+	if _, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/"+port+"/tls/ws"), Routes{}); !errors.Is(err, ErrAddrInUse) {
+		t.Fatalf("second TLS listen: %v", err)
+	}
+	c1, _, err := websocket.DefaultDialer.Dial("ws://127.0.0.1:"+port+"/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	c2, _, err := d.Dial("wss://127.0.0.1:"+port+"/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	gorillaEcho(t, c1, 10, 70000)
+	gorillaEcho(t, c2, 10, 70000)
+
+	_, tlsOnly := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: prometheus.NewRegistry()}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	if _, _, err := websocket.DefaultDialer.Dial("ws://127.0.0.1:"+tcpPort(t, tlsOnly)+"/echo", nil); err == nil {
+		t.Fatal("plain HTTP accepted on a TLS-only listener")
+	}
+}
+
+// A go-libp2p v0.51.0 host dials /tls/ws (its websocket transport with a
+// client TLS config) and runs identify, ping and echo against our host.
+func TestTLSLibp2pClientInterop(t *testing.T) {
+	cert, pool := testCert(t)
+	reg := prometheus.NewRegistry()
+	e := New(Config{Logger: quiet, Registerer: reg, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	t.Cleanup(func() { e.Close() })
+	srv, err := NewHost(e, HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.HandleDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/tls/ws"), Routes{Fallback: srv.Handler()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetListenAddrs([]ma.Multiaddr{l.Addr()})
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			cli, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Security(noise.ID, noise.New),
+				libp2p.Transport(lpws.New, lpws.WithTLSClientConfig(&tls.Config{RootCAs: pool, MinVersion: v, MaxVersion: v})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			before := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "ok", "version": tls.VersionName(v)})
+			if err := cli.Connect(ctx, peer.AddrInfo{ID: srv.ID(), Addrs: []ma.Multiaddr{l.Addr()}}); err != nil {
+				t.Fatal(err)
+			}
+			checkLibp2pIdentify(t, ctx, cli, srv)
+			libp2pPings(t, ctx, cli, srv.ID(), 5)
+			size := 64 << 10
+			if v == tls.VersionTLS13 {
+				size = 1 << 20
+			}
+			libp2pEchoes(t, ctx, cli, srv.ID(), 4, size)
+			if after := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "ok", "version": tls.VersionName(v)}); after != before+1 {
+				t.Fatalf("handshakes %v → %v", before, after)
+			}
+		})
+	}
+}
+
+// A GetCertificate that changes: new connections see the new certificate,
+// a connection made before keeps working.
+func TestTLSCertificateReload(t *testing.T) {
+	c1, _ := testCert(t)
+	c2, _ := testCert(t)
+	var cur atomic.Pointer[tls.Certificate]
+	cur.Store(&c1)
+	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cur.Load(), nil }
+	_, addr := startTLSEcho(t, Config{TLS: &tls.Config{GetCertificate: get}}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	url := "wss://127.0.0.1:" + tcpPort(t, addr) + "/echo"
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	old, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if !tlsState(old).PeerCertificates[0].Equal(c1.Leaf) {
+		t.Fatal("first connection did not get the first certificate")
+	}
+	cur.Store(&c2)
+	fresh, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if !tlsState(fresh).PeerCertificates[0].Equal(c2.Leaf) {
+		t.Fatal("new connection did not get the new certificate")
+	}
+	gorillaEcho(t, old, 100, 40000)
+	gorillaEcho(t, fresh, 100)
+}
+
+// 1,000 clients stalled in the TLS handshake (half connect and send
+// nothing, half send part of a ClientHello) do not delay others and are cut
+// at HandshakeTimeout; the silent ones never got a goroutine.
+func TestTLSStalledHandshakes(t *testing.T) {
+	cert, pool := testCert(t)
+	reg := prometheus.NewRegistry()
+	const timeout = 1500 * time.Millisecond
+	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg, HandshakeTimeout: timeout}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	hostPort := "127.0.0.1:" + tcpPort(t, addr)
+	// A real ClientHello's first 100 bytes: a header declaring more.
+	hello := clientHello(t)[:100]
+	const n = 1000
+	g0 := runtime.NumGoroutine()
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		c, err := net.Dial("tcp", hostPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			c.Write(hello)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	waitUntil(t, 5*time.Second, func() bool { return e.OpenConns() == n })
+	// Stalled handshakes hold no goroutine: only complete records start one.
+	if g := runtime.NumGoroutine() - g0; g > 50 {
+		t.Fatalf("%d goroutines for %d stalled handshakes", g, n)
+	}
+	start := time.Now()
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	good, _, err := d.Dial("wss://127.0.0.1:"+tcpPort(t, addr)+"/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gorillaEcho(t, good, 1000)
+	if d := time.Since(start); d > timeout/2 {
+		t.Fatalf("a good client took %v among stalled ones", d)
+	}
+	waitUntil(t, timeout+3*time.Second, func() bool { return e.OpenConns() == 1 })
+	if v := counterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "handshake_timeout"}); v != n {
+		t.Fatalf("%v handshake timeouts counted", v)
+	}
+	gorillaEcho(t, good, 10)
+	good.Close()
+}
+
+// clientHello is the first record of a crypto/tls ClientHello: a whole
+// ClientHello with Go's default key shares.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	go tls.Client(a, &tls.Config{ServerName: "localhost"}).Handshake()
+	hdr := make([]byte, recordHeaderLen)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b.Close()
+	return append(hdr, body...)
+}
+
+func waitUntil(t testing.TB, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in time")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Over MaxConcurrentTLSHandshakes, a new handshake is refused at once and
+// counted; finished or cut handshakes free their slots.
+func TestTLSHandshakeCap(t *testing.T) {
+	cert, pool := testCert(t)
+	reg := prometheus.NewRegistry()
+	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg, MaxConcurrentTLSHandshakes: 2}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	hostPort := "127.0.0.1:" + tcpPort(t, addr)
+	hello := clientHello(t)
+	// Two clients send a whole ClientHello and never finish: each holds a
+	// handshake slot (the server waits for their Finished).
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", hostPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(hello)
+		held = append(held, c)
+	}
+	waitUntil(t, 5*time.Second, func() bool { return e.tls.inflight.Load() == 2 })
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	url := "wss://127.0.0.1:" + tcpPort(t, addr) + "/echo"
+	if _, _, err := d.Dial(url, nil); err == nil {
+		t.Fatal("handshake over the cap accepted")
+	}
+	if v := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "over_cap"}); v != 1 {
+		t.Fatalf("%v over-cap handshakes counted", v)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	waitUntil(t, 5*time.Second, func() bool { return e.tls.inflight.Load() == 0 })
+	c, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gorillaEcho(t, c, 10)
+	c.Close()
+	if v := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "closed"}); v != 2 {
+		t.Fatalf("%v handshakes ended by the connection's end counted", v)
+	}
+}
+
+// Our client role dials /tls/ws: 2,000 idle libp2p connections over TLS
+// keep no goroutine each, on either side.
+func TestTLSIdlePeers(t *testing.T) {
+	cert, pool := testCert(t)
+	e := New(Config{Logger: quiet, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	t.Cleanup(func() { e.Close() })
+	srv, err := NewHost(e, HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Handle(ProtoEcho, EchoStream)
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/tls/ws"), Routes{Fallback: srv.Handler()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool}})
+	t.Cleanup(func() { ce.Close() })
+	cli, err := NewHost(ce, HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 2000
+	if testing.Short() {
+		n = 300
+	}
+	runtime.GC()
+	g0 := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	sem := make(chan struct{}, 64)
+	for range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		_, err := cli.DialPeer(l.Addr(), DialOptions{Expect: srv.ID()}, func(pc *PeerConn, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			<-sem
+			wg.Done()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d of %d dials failed", f, n)
+	}
+	if e.OpenConns() != int64(n) || ce.OpenConns() != int64(n) {
+		t.Fatalf("open: server %d, client %d", e.OpenConns(), ce.OpenConns())
+	}
+	waitUntil(t, 5*time.Second, func() bool { return runtime.NumGoroutine()-g0 < 50 })
+	t.Logf("%d idle TLS libp2p connections: %d goroutines more than before", n, runtime.NumGoroutine()-g0)
+}

@@ -185,8 +185,13 @@ func (r *runner) roundTrip(c conn, done func(error)) error {
 		return nil
 	}
 	rs := c.raw
+	pending := true // done runs once: for the echo, or for a close before it
 	rs.onMessage = func(n int) {
 		rs.onMessage = nil
+		if !pending {
+			return
+		}
+		pending = false
 		if n != 32 {
 			done(fmt.Errorf("echo of %d bytes, want 32", n))
 			return
@@ -194,8 +199,8 @@ func (r *runner) roundTrip(c conn, done func(error)) error {
 		done(nil)
 	}
 	rs.onClose = func(err error) {
-		if rs.onMessage != nil {
-			rs.onMessage = nil
+		if pending {
+			pending = false
 			done(errClosed)
 		}
 	}

@@ -145,7 +145,7 @@ type idleResult struct {
 }
 
 type runResult struct {
-	Server  string
+	Server  string `json:"-"`
 	Results []struct {
 		Stack    string             `json:"stack"`
 		Scenario string             `json:"scenario"`
@@ -223,8 +223,9 @@ func scenarios(t tools, name, stack, scen string, extra ...string) (runResult, e
 	if err != nil {
 		return r, err
 	}
+	err = json.Unmarshal(b, &r)
 	r.Server = name
-	return r, json.Unmarshal(b, &r)
+	return r, err
 }
 
 func run(root string, quick bool, countsFlag string) error {

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/swarmgate/swarmgate/engine"
+)
+
+// serveConfig is what `loadgen serve` runs with. Every field is a flag, and
+// every flag can be given in the -config file under its own name: flags on
+// the command line win over the file, the file over the defaults.
+type serveConfig struct {
+	ConfigFile string
+
+	// What to serve.
+	Listen            multiFlag
+	WSEcho            string
+	Metrics           string
+	WSMaxMessage      int64
+	Key               string
+	InsecurePlaintext bool
+	ProfileRates      bool
+	TLSCert           string
+	TLSKey            string
+	TLSCurves         string
+
+	// Logging.
+	LogLevel  string
+	LogFormat string
+
+	// Admission limits (engine.Limits): 0 selects the engine default,
+	// a negative value disables the limit.
+	MaxConns          int
+	MaxConnsPerIP     int
+	MaxConnsPerSubnet int
+	ConnRatePerIP     float64
+	ConnBurstPerIP    int
+	MaxStreams        int
+	MemoryBudget      byteSize
+	LimitLoopback     bool
+	TrustedProxies    multiFlag
+
+	// Lifecycle.
+	IdleTimeout  time.Duration
+	DrainTimeout time.Duration
+}
+
+// serveFlags defines serve's flags on fs and returns the config they fill.
+// Call parseServeConfig(fs, cfg, args) to parse the command line and merge
+// the -config file.
+func serveFlags(fs *flag.FlagSet) *serveConfig {
+	c := &serveConfig{LogLevel: "info", LogFormat: "text", DrainTimeout: engine.DefaultDrainTimeout}
+	fs.StringVar(&c.ConfigFile, "config", "", "read flags from this JSON file: an object whose keys are flag names (repeatable flags take an array); flags on the command line win")
+
+	fs.Var(&c.Listen, "listen", "listen multiaddr, e.g. /ip4/127.0.0.1/tcp/0/ws, /ip4/0.0.0.0/tcp/443/tls/ws, /dns/H/tcp/443/tls/sni/H/ws (repeatable; /ws and /tls/ws may share a port)")
+	fs.StringVar(&c.WSEcho, "ws-echo", "", "serve a raw WebSocket echo on this path")
+	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus /metrics and /debug/pprof/ on HOST:PORT")
+	fs.Int64Var(&c.WSMaxMessage, "ws-max-message", 0, "largest WebSocket message accepted (0: codec default, 16 MiB)")
+	fs.StringVar(&c.Key, "key", "", "identity key file (libp2p protobuf encoding); created with a new Ed25519 key when absent; empty: a fresh key each run")
+	fs.BoolVar(&c.InsecurePlaintext, "insecure-plaintext", false, "also offer /plaintext/2.0.0 (no authentication, no encryption): for measuring what Noise costs only")
+	fs.BoolVar(&c.ProfileRates, "profile-rates", false, "enable mutex and block profiling (1 in 100 events) for /debug/pprof")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate chain (PEM) for /tls/ws listeners; reloaded when the file changes and on SIGHUP. Empty on loopback: a self-signed certificate")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM) matching -tls-cert")
+	fs.StringVar(&c.TLSCurves, "tls-curves", "", "TLS key exchange preference, e.g. X25519MLKEM768,X25519,P256 (empty: Go's defaults, X25519MLKEM768 first)")
+
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format on stderr: text (logfmt) or json")
+
+	fs.IntVar(&c.MaxConns, "max-conns", 0, fmt.Sprintf("most connections open at once (0: %d; -1: unlimited)", engine.DefaultMaxConns))
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, fmt.Sprintf("most connections per IPv4 address and per IPv6 /56 (0: %d, as go-libp2p; -1: unlimited)", engine.DefaultMaxConnsPerIP))
+	fs.IntVar(&c.MaxConnsPerSubnet, "max-conns-per-subnet", 0, fmt.Sprintf("most connections per IPv6 /48 (0: %d, as go-libp2p; -1: unlimited)", engine.DefaultMaxConnsPerSubnet))
+	fs.Float64Var(&c.ConnRatePerIP, "conn-rate-per-ip", 0, fmt.Sprintf("new connections per second per IPv4 address or IPv6 /56 once the burst is spent (0: %g, as go-libp2p; -1: unlimited)", engine.DefaultConnRatePerIP))
+	fs.IntVar(&c.ConnBurstPerIP, "conn-burst-per-ip", 0, fmt.Sprintf("new connections a source may open at once (0: %d)", engine.DefaultConnBurstPerIP))
+	fs.IntVar(&c.MaxStreams, "max-streams", 0, "most yamux streams per connection and direction (0: 1000, as go-yamux)")
+	fs.Var(&c.MemoryBudget, "memory-budget", fmt.Sprintf("byte budget for connection buffers, e.g. 512MiB, 2GiB (0: %s; -1: unlimited); new connections are refused beyond it", byteSize(engine.DefaultMemoryBudget)))
+	fs.BoolVar(&c.LimitLoopback, "limit-loopback", false, "apply the per-IP, per-subnet and rate limits to loopback clients too (default: loopback is exempt, as go-libp2p)")
+	fs.Var(&c.TrustedProxies, "trusted-proxy", "CIDR or address of a proxy whose X-Forwarded-For / Forwarded / X-Real-IP is believed (repeatable; default: none, headers ignored)")
+
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close a connection after this long without traffic (0: idle connections are kept)")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM/SIGINT, how long open connections get to finish (GoAway, close 1001) before they are cut")
+	return c
+}
+
+// parseServeConfig parses args into c, then applies the -config file to
+// every flag the command line did not set, then checks the result.
+func parseServeConfig(fs *flag.FlagSet, c *serveConfig, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if c.ConfigFile != "" {
+		data, err := os.ReadFile(c.ConfigFile)
+		if err != nil {
+			return err
+		}
+		if err := applyConfigFile(fs, data); err != nil {
+			return fmt.Errorf("%s: %w", c.ConfigFile, err)
+		}
+	}
+	return c.validate()
+}
+
+// applyConfigFile sets, from a JSON object keyed by flag name, every flag
+// not set on the command line. Values are what the flag would take as
+// text: strings, numbers, booleans, and for repeatable flags an array of
+// strings (or one string). Unknown keys are errors, so a typo does not pass
+// silently.
+func applyConfigFile(fs *flag.FlagSet, data []byte) error {
+	var file map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&file); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the JSON object")
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	keys := make([]string, 0, len(file))
+	for k := range file {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // errors in a stable order
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("unknown key %q (keys are serve's flag names)", k)
+		}
+		if onCommandLine[k] {
+			continue
+		}
+		vals, err := configValues(f, file[k])
+		if err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
+		for _, v := range vals {
+			if err := fs.Set(k, v); err != nil {
+				return fmt.Errorf("key %q: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// configValues turns a JSON value into the flag's text form(s).
+func configValues(f *flag.Flag, raw json.RawMessage) ([]string, error) {
+	_, repeatable := f.Value.(*multiFlag)
+	var arr []json.RawMessage
+	if err := json.Unmarshal(raw, &arr); err == nil {
+		if !repeatable {
+			return nil, fmt.Errorf("an array, but the flag is not repeatable")
+		}
+		out := make([]string, 0, len(arr))
+		for _, r := range arr {
+			var s string
+			if err := json.Unmarshal(r, &s); err != nil {
+				return nil, fmt.Errorf("array elements must be strings")
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	switch v := v.(type) {
+	case string:
+		return []string{v}, nil
+	case json.Number:
+		return []string{v.String()}, nil
+	case bool:
+		return []string{strconv.FormatBool(v)}, nil
+	}
+	return nil, fmt.Errorf("want a string, number or boolean")
+}
+
+// validate checks values the flag package cannot.
+func (c *serveConfig) validate() error {
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("serve: -log-format %q: want text or json", c.LogFormat)
+	}
+	if c.IdleTimeout < 0 || c.DrainTimeout < 0 {
+		return fmt.Errorf("serve: -idle-timeout and -drain-timeout cannot be negative")
+	}
+	if _, err := c.trustedProxies(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	switch strings.ToLower(s) {
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return 0, fmt.Errorf("serve: -log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// logger builds the slog logger the flags ask for, writing to w.
+func (c *serveConfig) logger(w io.Writer) *slog.Logger {
+	level, _ := parseLogLevel(c.LogLevel) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// limits is the admission configuration.
+func (c *serveConfig) limits() engine.Limits {
+	return engine.Limits{
+		MaxConns:          c.MaxConns,
+		MaxConnsPerIP:     c.MaxConnsPerIP,
+		MaxConnsPerSubnet: c.MaxConnsPerSubnet,
+		ConnRatePerIP:     c.ConnRatePerIP,
+		ConnBurstPerIP:    c.ConnBurstPerIP,
+		MaxStreams:        c.MaxStreams,
+		MemoryBudget:      int64(c.MemoryBudget),
+		LimitLoopback:     c.LimitLoopback,
+	}
+}
+
+// trustedProxies is nil when no -trusted-proxy is given: headers are
+// ignored.
+func (c *serveConfig) trustedProxies() (*engine.TrustedProxies, error) {
+	if len(c.TrustedProxies) == 0 {
+		return nil, nil
+	}
+	return engine.NewTrustedProxies(c.TrustedProxies)
+}
+
+// byteSize is a byte count flag: a number with an optional KiB, MiB, GiB
+// or TiB suffix (KB, MB, GB are read as the same powers of two, as
+// operators mean them for memory); -1 and other negative values pass
+// through (unlimited).
+type byteSize int64
+
+func (b byteSize) String() string {
+	switch {
+	case b > 0 && b%(1<<30) == 0:
+		return strconv.FormatInt(int64(b)>>30, 10) + "GiB"
+	case b > 0 && b%(1<<20) == 0:
+		return strconv.FormatInt(int64(b)>>20, 10) + "MiB"
+	case b > 0 && b%(1<<10) == 0:
+		return strconv.FormatInt(int64(b)>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix []string
+		mult   int64
+	}{
+		{[]string{"TiB", "TB", "T"}, 1 << 40},
+		{[]string{"GiB", "GB", "G"}, 1 << 30},
+		{[]string{"MiB", "MB", "M"}, 1 << 20},
+		{[]string{"KiB", "KB", "K"}, 1 << 10},
+		{[]string{"B"}, 1},
+	} {
+		found := false
+		for _, suf := range u.suffix {
+			if len(t) > len(suf) && strings.EqualFold(t[len(t)-len(suf):], suf) {
+				t, mult, found = strings.TrimSpace(t[:len(t)-len(suf)]), u.mult, true
+				break
+			}
+		}
+		if found {
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q: want bytes, optionally with KiB, MiB, GiB or TiB", s)
+	}
+	if n > 0 && n > (1<<63-1)/mult {
+		return fmt.Errorf("%q: too large", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/mux"
 )
 
@@ -85,18 +86,30 @@ var limitReasons = []string{ReasonTotal, ReasonPerIP, ReasonPerSubnet, ReasonRat
 // LimitError is a refusal by Admission. Its Reason is a stable token (the
 // Reason* constants); the six possible values are the package's sentinel
 // errors below, so a refusal allocates nothing and errors.Is works.
-type LimitError struct{ Reason string }
+type LimitError struct {
+	Reason string
+	hs     *codec.HandshakeError
+}
+
+func newLimitError(reason string) *LimitError {
+	return &LimitError{Reason: reason, hs: &codec.HandshakeError{Status: 503, Token: "limit_" + reason}}
+}
 
 func (e *LimitError) Error() string { return "engine: connection limit: " + e.Reason }
 
+// HandshakeError is the upgrade refusal for a limit found once the request
+// is read (a client behind a trusted proxy): 503 Service Unavailable with
+// the token "limit_<reason>", counted in swarmgate_ws_upgrades_total.
+func (e *LimitError) HandshakeError() *codec.HandshakeError { return e.hs }
+
 // Admission refusals, one per reason.
 var (
-	ErrLimitTotal     = &LimitError{ReasonTotal}
-	ErrLimitPerIP     = &LimitError{ReasonPerIP}
-	ErrLimitPerSubnet = &LimitError{ReasonPerSubnet}
-	ErrLimitRate      = &LimitError{ReasonRate}
-	ErrLimitMemory    = &LimitError{ReasonMemory}
-	ErrLimitSources   = &LimitError{ReasonSources}
+	ErrLimitTotal     = newLimitError(ReasonTotal)
+	ErrLimitPerIP     = newLimitError(ReasonPerIP)
+	ErrLimitPerSubnet = newLimitError(ReasonPerSubnet)
+	ErrLimitRate      = newLimitError(ReasonRate)
+	ErrLimitMemory    = newLimitError(ReasonMemory)
+	ErrLimitSources   = newLimitError(ReasonSources)
 )
 
 // LimitReason is err's reason token, or "" when err is not a refusal.
@@ -279,6 +292,32 @@ func (a *Admission) Admit(addr netip.Addr, now time.Time) (Ticket, error) {
 		addr = netip.Addr{}
 	}
 	return Ticket{a: a, addr: addr}, nil
+}
+
+// ErrTicketHasSource reports AdmitSource on a ticket that already counts
+// against a source, or that this Admission did not issue.
+var ErrTicketHasSource = errors.New("engine: ticket already charged to a source")
+
+// AdmitSource charges a connection admitted without a source to addr. A
+// connection from a trusted proxy is admitted with the zero address (total
+// and memory only: the proxy itself must not use up a client's per-IP
+// limit), and charged here once its request has been read and
+// TrustedProxies found the client's address. On refusal the ticket is
+// unchanged (still to be released) and the refusal is counted.
+func (a *Admission) AdmitSource(t *Ticket, addr netip.Addr, now time.Time) error {
+	if t.a != a || t.addr.IsValid() {
+		return ErrTicketHasSource
+	}
+	addr = addr.Unmap().WithZone("")
+	if a.exempt(addr) {
+		return nil
+	}
+	if err := a.admitSource(addr, now); err != nil {
+		a.metrics.rejected[err.Reason].Inc()
+		return err
+	}
+	t.addr = addr
+	return nil
 }
 
 func (a *Admission) admit(addr netip.Addr, now time.Time) *LimitError {
@@ -500,6 +539,35 @@ func (b *MemoryBudget) TryGetBuf(n int) ([]byte, bool) {
 		return nil, false
 	}
 	return getBuf(n), true
+}
+
+// Grow is grow charged to the budget: room for n more bytes in buf,
+// moving to a larger class if needed. A charged buffer must only be grown
+// with Grow (never by a bare append past its capacity), or PutBuf would
+// release a different amount than was charged.
+func (b *MemoryBudget) Grow(buf []byte, n int) []byte {
+	if cap(buf)-len(buf) >= n {
+		return buf
+	}
+	nb := b.GetBuf(len(buf) + n)
+	nb = append(nb, buf...)
+	b.PutBuf(buf)
+	return nb
+}
+
+// TryGrow is Grow for refusable buffers: buf unchanged and false when the
+// budget cannot take the larger buffer.
+func (b *MemoryBudget) TryGrow(buf []byte, n int) ([]byte, bool) {
+	if cap(buf)-len(buf) >= n {
+		return buf, true
+	}
+	nb, ok := b.TryGetBuf(len(buf) + n)
+	if !ok {
+		return buf, false
+	}
+	nb = append(nb, buf...)
+	b.PutBuf(buf)
+	return nb, true
 }
 
 // PutBuf releases buf's charge and returns it to its pool.

@@ -384,3 +384,72 @@ func TestTickLag(t *testing.T) {
 		t.Fatalf("%v", mfs[0])
 	}
 }
+
+// A trusted proxy's connection is admitted without a source and charged to
+// the client address found in its request.
+func TestAdmitSourceAfterProxy(t *testing.T) {
+	a := NewAdmission(Limits{MaxConnsPerIP: 2}, nil)
+	var held []Ticket
+	for range 5 { // the proxy's own address is not limited per source
+		tk, err := a.Admit(netip.Addr{}, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, tk)
+	}
+	client := netip.MustParseAddr("203.0.113.5")
+	for i := range 2 {
+		if err := a.AdmitSource(&held[i], client, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.AdmitSource(&held[0], client, t0); err != ErrTicketHasSource {
+		t.Fatalf("second AdmitSource: %v", err)
+	}
+	err := a.AdmitSource(&held[2], client, t0)
+	if err != ErrLimitPerIP {
+		t.Fatalf("third client connection: %v", err)
+	}
+	if he := err.(*LimitError).HandshakeError(); he.Status != 503 || he.Token != "limit_per_ip" {
+		t.Fatalf("handshake error %+v", he)
+	}
+	if err := a.AdmitSource(&held[3], netip.MustParseAddr("127.0.0.1"), t0); err != nil {
+		t.Fatalf("loopback client: %v", err)
+	}
+	for i := range held {
+		held[i].Release()
+	}
+	if a.Open() != 0 {
+		t.Fatalf("open %d", a.Open())
+	}
+	if tk, err := a.Admit(client, t0); err != nil {
+		t.Fatal(err)
+	} else {
+		tk.Release()
+	}
+}
+
+func TestMemoryBudgetGrow(t *testing.T) {
+	b := NewMemoryBudget(smallBuf + largeBuf)
+	buf, _ := b.TryGetBuf(10)
+	buf = append(buf, "0123456789"...)
+	buf = b.Grow(buf, 100) // fits
+	if b.Used() != smallBuf {
+		t.Fatalf("used %d", b.Used())
+	}
+	buf, ok := b.TryGrow(buf, smallBuf) // 4 KiB → 64 KiB: the small one is released after
+	if !ok || cap(buf) != largeBuf || b.Used() != largeBuf || string(buf) != "0123456789" {
+		t.Fatalf("TryGrow: %v cap %d used %d", ok, cap(buf), b.Used())
+	}
+	if _, ok := b.TryGrow(buf, largeBuf); ok {
+		t.Fatal("grew past the budget")
+	}
+	buf = b.Grow(buf, largeBuf) // charged regardless
+	if b.Used() != int64(len(buf)+largeBuf) {
+		t.Fatalf("used %d", b.Used())
+	}
+	b.PutBuf(buf)
+	if b.Used() != 0 {
+		t.Fatalf("used %d after put", b.Used())
+	}
+}

@@ -88,7 +88,7 @@ func (e *Engine) Drain(ctx context.Context, deadline time.Duration) error {
 	for _, l := range lns {
 		l.Close()
 	}
-	e.log.Info("drain started", "conns", len(busy), "deadline", deadline)
+	e.log.Info("drain started", "conns", len(busy), "deadline", deadline.String())
 
 	for {
 		// Revisit only connections that were busy last time: the others

@@ -459,14 +459,16 @@ func (a *Admission) Sources() int {
 	return n
 }
 
-// MemoryBudget is a global byte budget for engine buffers: pooled outbound
-// buffers and the partial-frame buffers a peer can make a connection keep.
-// Buffers that are refusable (growing what a peer left pending) Reserve and
-// fail when the budget is spent; buffers a pass cannot do without (its
-// outbound bytes) Charge, which always succeeds, so Used may pass Limit by
-// what passes in flight hold. Admission refuses new connections once less
-// than one large buffer is free. Every Reserve or Charge is matched by one
-// Release of the same n.
+// MemoryBudget is a global byte budget for the buffers a peer can make a
+// connection hold between passes: a partial Noise frame or handshake
+// message (PeerConn's pending input, up to 64 KiB each), a partial TLS
+// record. Buffers that live only inside one pass (outbound bytes, sealing)
+// are bounded by the number of passes running at once and need no budget.
+// Refusable buffers Reserve (TryGetBuf, TryGrow) and fail when the budget
+// is spent, which ends that connection with 1013; buffers the engine cannot
+// do without Charge (GetBuf, Grow), which always succeeds, so Used may pass
+// Limit. Admission refuses new connections once less than one large buffer
+// is free. Every Reserve or Charge is matched by one Release of the same n.
 type MemoryBudget struct {
 	limit int64
 	used  atomic.Int64

@@ -700,8 +700,25 @@ func (ng *negotiator) OnData(st *mux.Stream, p []byte) int {
 	return n
 }
 
+// done takes the stream out of negotiation: an idle connection keeps no
+// negotiator.
 func (ng *negotiator) done() {
-	ng.st = nil // dropped from pc.negotiating at the next tick
+	if ng.st == nil {
+		return
+	}
+	ng.st = nil
+	list := ng.pc.negotiating
+	for i, x := range list {
+		if x == ng {
+			list = append(list[:i], list[i+1:]...)
+			list[len(list):cap(list)][0] = nil
+			break
+		}
+	}
+	if len(list) == 0 {
+		list = nil
+	}
+	ng.pc.negotiating = list
 }
 
 func (ng *negotiator) OnWritable(*mux.Stream)     {}

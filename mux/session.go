@@ -73,7 +73,6 @@ func newSession(cfg Config, client bool, now time.Time) *Session {
 	cfg.setDefaults()
 	s := &Session{
 		cfg:       cfg,
-		streams:   make(map[uint32]*Stream),
 		client:    client,
 		nextID:    2,
 		lastFrame: -1,
@@ -291,7 +290,7 @@ func (s *Session) incoming(id uint32) *Stream {
 		recvCredit: InitialWindow,
 		flags:      fInbound | fBacklog,
 	}
-	s.streams[id] = st
+	s.track(st)
 	s.numInbound++
 	s.backlog++
 	s.cfg.OnStream(st)
@@ -409,12 +408,23 @@ func (s *Session) reserveData(n int) {
 }
 
 // remove takes a stream out of the session's table and counters.
+// track adds a live stream, creating the table on first use.
+func (s *Session) track(st *Stream) {
+	if s.streams == nil {
+		s.streams = make(map[uint32]*Stream, 1)
+	}
+	s.streams[st.id] = st
+}
+
 func (s *Session) remove(st *Stream) {
 	if st.flags&fRemoved != 0 {
 		return
 	}
 	st.flags |= fRemoved
 	delete(s.streams, st.id)
+	if len(s.streams) == 0 {
+		s.streams = nil // maps never shrink: an idle session keeps no table
+	}
 	if st.flags&fInbound != 0 {
 		s.numInbound--
 		if st.flags&fBacklog != 0 {
@@ -456,7 +466,7 @@ func (s *Session) Open(h Handler) (*Stream, error) {
 		flags:      fAwaitACK,
 	}
 	s.nextID += 2
-	s.streams[st.id] = st
+	s.track(st)
 	s.numOutbound++
 	s.unacked++
 	s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagSYN, StreamID: st.id})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -48,6 +49,7 @@ type serveConfig struct {
 	MaxStreams        int
 	MemoryBudget      byteSize
 	LimitLoopback     bool
+	LimitExempt       multiFlag
 	TrustedProxies    multiFlag
 
 	// Lifecycle.
@@ -84,6 +86,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "most yamux streams per connection and direction (0: 1000, as go-yamux)")
 	fs.Var(&c.MemoryBudget, "memory-budget", fmt.Sprintf("byte budget for connection buffers, e.g. 512MiB, 2GiB (0: %s; -1: unlimited); new connections are refused beyond it", byteSize(engine.DefaultMemoryBudget)))
 	fs.BoolVar(&c.LimitLoopback, "limit-loopback", false, "apply the per-IP, per-subnet and rate limits to loopback clients too (default: loopback is exempt, as go-libp2p)")
+	fs.Var(&c.LimitExempt, "limit-exempt", "CIDR or address free of the per-IP, per-subnet and rate limits, e.g. a carrier-grade NAT or a monitoring host (repeatable)")
 	fs.Var(&c.TrustedProxies, "trusted-proxy", "CIDR or address of a proxy whose X-Forwarded-For / Forwarded / X-Real-IP is believed (repeatable; default: none, headers ignored)")
 
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close a connection after this long without traffic (0: idle connections are kept)")
@@ -201,6 +204,9 @@ func (c *serveConfig) validate() error {
 	if _, err := c.trustedProxies(); err != nil {
 		return err
 	}
+	if _, err := c.limits(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -232,7 +238,15 @@ func (c *serveConfig) logger(w io.Writer) *slog.Logger {
 }
 
 // limits is the admission configuration.
-func (c *serveConfig) limits() engine.Limits {
+func (c *serveConfig) limits() (engine.Limits, error) {
+	var exempt []netip.Prefix
+	for _, s := range c.LimitExempt {
+		p, err := parsePrefixOrAddr(s)
+		if err != nil {
+			return engine.Limits{}, fmt.Errorf("serve: -limit-exempt %q: %w", s, err)
+		}
+		exempt = append(exempt, p)
+	}
 	return engine.Limits{
 		MaxConns:          c.MaxConns,
 		MaxConnsPerIP:     c.MaxConnsPerIP,
@@ -242,7 +256,23 @@ func (c *serveConfig) limits() engine.Limits {
 		MaxStreams:        c.MaxStreams,
 		MemoryBudget:      int64(c.MemoryBudget),
 		LimitLoopback:     c.LimitLoopback,
+		Exempt:            exempt,
+	}, nil
+}
+
+// parsePrefixOrAddr reads "10.0.0.0/8" or a single address as its /32 or
+// /128.
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
 	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // trustedProxies is nil when no -trusted-proxy is given: headers are

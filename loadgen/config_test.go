@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,7 +39,7 @@ func TestServeConfigDefaults(t *testing.T) {
 		c.LimitLoopback || len(c.TrustedProxies) != 0 {
 		t.Fatalf("defaults %+v", c)
 	}
-	if got := c.limits(); !reflect.DeepEqual(got, engine.Limits{}) {
+	if got, err := c.limits(); err != nil || !reflect.DeepEqual(got, engine.Limits{}) {
 		t.Fatalf("limits %+v, want the zero value (engine defaults)", got)
 	}
 	if tp, err := c.trustedProxies(); tp != nil || err != nil {
@@ -69,6 +70,7 @@ func TestServeConfigFile(t *testing.T) {
 		"max-streams": 256,
 		"memory-budget": "2GiB",
 		"limit-loopback": true,
+		"limit-exempt": ["100.64.0.0/10", "192.0.2.7"],
 		"trusted-proxy": "10.0.0.0/8",
 		"idle-timeout": "5m",
 		"drain-timeout": "45s"
@@ -87,6 +89,7 @@ func TestServeConfigFile(t *testing.T) {
 		LogLevel: "warn", LogFormat: "json",
 		MaxConns: 100000, MaxConnsPerIP: 4, MaxConnsPerSubnet: -1, ConnRatePerIP: 0.5, ConnBurstPerIP: 32,
 		MaxStreams: 256, MemoryBudget: 2 << 30, LimitLoopback: true, TrustedProxies: multiFlag{"10.0.0.0/8"},
+		LimitExempt: multiFlag{"100.64.0.0/10", "192.0.2.7"},
 		IdleTimeout: 5 * time.Minute, DrainTimeout: 45 * time.Second,
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -100,8 +103,9 @@ func TestServeConfigFile(t *testing.T) {
 			t.Errorf("flag -%s missing from the test's config file", f.Name)
 		}
 	})
-	lim := c.limits()
-	if lim.MaxConns != 100000 || lim.MaxConnsPerIP != 4 || lim.MaxConnsPerSubnet != -1 || lim.MemoryBudget != 2<<30 || !lim.LimitLoopback {
+	lim, err := c.limits()
+	if err != nil || lim.MaxConns != 100000 || lim.MaxConnsPerIP != 4 || lim.MaxConnsPerSubnet != -1 || lim.MemoryBudget != 2<<30 || !lim.LimitLoopback ||
+		len(lim.Exempt) != 2 || lim.Exempt[1] != netip.MustParsePrefix("192.0.2.7/32") {
 		t.Fatalf("limits %+v", lim)
 	}
 	tp, err := c.trustedProxies()
@@ -134,6 +138,7 @@ func TestServeConfigErrors(t *testing.T) {
 		{`{"log-format": "xml"}`, nil, "-log-format"},
 		{`{"trusted-proxy": ["10.0.0.0/33"]}`, nil, "trusted proxy"},
 		{`{"memory-budget": "lots"}`, nil, "memory-budget"},
+		{`{"limit-exempt": ["10.0.0.0/40"]}`, nil, "-limit-exempt"},
 		{`{} {}`, nil, "trailing data"},
 		{`[]`, nil, "cannot unmarshal"},
 		{"", []string{"-idle-timeout", "-1s"}, "negative"},

@@ -360,24 +360,54 @@ func (c *Conn) WriteFrame(fin bool, op codec.Opcode, p []byte) error {
 // writeFrame encodes a frame into the pass's outbound buffer. In the client
 // role the payload is masked while it is copied.
 func (c *Conn) writeFrame(fin bool, op codec.Opcode, p []byte) {
-	h := codec.Header{Fin: fin, Op: op, Length: int64(len(p))}
+	payload, slot := c.reserveFrame(fin, op, len(p))
+	if slot.masked {
+		simd.MaskCopy(slot.key, 0, payload, p)
+	} else {
+		copy(payload, p)
+	}
+}
+
+// frameSlot is a frame reserved in the outbound buffer, for commitFrame.
+type frameSlot struct {
+	start  int
+	key    [4]byte
+	masked bool
+}
+
+// reserveFrame writes a frame header for n payload bytes into the pass's
+// outbound buffer and returns the payload space, so a layer above can
+// produce its bytes in place (Noise seals straight into it) instead of
+// copying them in. In the client role commitFrame masks the payload once it
+// is filled. The buffer is flushed first rather than grown past the largest
+// pool class, so outbound bytes never need a fresh large allocation.
+func (c *Conn) reserveFrame(fin bool, op codec.Opcode, n int) ([]byte, frameSlot) {
+	h := codec.Header{Fin: fin, Op: op, Length: int64(n)}
+	var slot frameSlot
 	if c.role == codec.Client {
 		h.Masked = true
 		h.Key = codec.NewMaskKey()
+		slot.key, slot.masked = h.Key, true
 	}
-	size := codec.HeaderSize(h.Length, h.Masked) + len(p)
+	size := codec.HeaderSize(h.Length, h.Masked) + n
+	if c.out != nil && len(c.out)+size > cap(c.out) && size <= largeBuf {
+		c.flush()
+	}
 	if c.out == nil {
 		c.out = getBuf(size)
 	} else {
 		c.out = grow(c.out, size)
 	}
 	c.out = codec.AppendHeader(c.out, h)
-	start := len(c.out)
-	c.out = c.out[:start+len(p)]
-	if h.Masked {
-		simd.MaskCopy(h.Key, 0, c.out[start:], p)
-	} else {
-		copy(c.out[start:], p)
+	slot.start = len(c.out)
+	c.out = c.out[:slot.start+n]
+	return c.out[slot.start:], slot
+}
+
+// commitFrame finishes a frame whose payload was filled in place.
+func (c *Conn) commitFrame(slot frameSlot) {
+	if slot.masked && c.out != nil {
+		simd.Mask(slot.key, 0, c.out[slot.start:])
 	}
 }
 

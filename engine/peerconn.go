@@ -514,10 +514,13 @@ func (pc *PeerConn) writeRaw(b []byte) {
 	}
 }
 
-// maxSealInput keeps a sealed frame within one 64 KiB pooled buffer.
-const maxSealInput = largeBuf - security.FrameHeader - security.TagSize
+// maxSealInput is the most plaintext sealed into one Noise frame: the
+// sealed frame and its WebSocket header (at most 10 bytes from the server,
+// 14 from a client) fill one 64 KiB pooled buffer.
+const maxSealInput = largeBuf - codec.MaxHeaderSize - security.FrameHeader - security.TagSize
 
-// writeSecure sends bytes through the security layer.
+// writeSecure sends bytes through the security layer, one WebSocket message
+// per Noise frame, sealed straight into the connection's outbound buffer.
 func (pc *PeerConn) writeSecure(pt []byte) {
 	if len(pt) == 0 {
 		return
@@ -526,17 +529,17 @@ func (pc *PeerConn) writeSecure(pt []byte) {
 		pc.c.WriteMessage(codec.OpBinary, pt)
 		return
 	}
-	for len(pt) > 0 {
+	c := pc.c
+	for len(pt) > 0 && c.state == stateOpen {
 		k := min(len(pt), maxSealInput)
-		ct := getBuf(security.SealedLen(k))
-		ct, err := pc.sec.AppendSeal(ct, pt[:k])
-		if err == nil {
-			pc.c.WriteMessage(codec.OpBinary, ct)
-		}
-		putBuf(ct)
-		if err != nil {
-			pc.c.protocolFailure(pc.failure(err))
+		dst, slot := c.reserveFrame(true, codec.OpBinary, security.SealedLen(k))
+		if _, err := pc.sec.AppendFrame(dst[:0], pt[:k]); err != nil {
+			c.protocolFailure(pc.failure(err))
 			return
+		}
+		c.commitFrame(slot)
+		if len(c.out) >= c.eng.cfg.MaxOutbound {
+			c.flush()
 		}
 		pt = pt[k:]
 	}

@@ -81,6 +81,9 @@ type Conn struct {
 	// closing TCP is left to unlock: netpoll runs close callbacks, which
 	// take mu, synchronously inside Close.
 	closeTCP bool
+	// ticket is the connection's admission claim (server role), released
+	// in onClose.
+	ticket Ticket
 }
 
 // unlock releases the connection's lock and then closes TCP if the locked
@@ -322,6 +325,7 @@ func (c *Conn) onClose(netpoll.Connection) error {
 	if stage != nil {
 		stage.Closed(c, c.err)
 	}
+	c.ticket.Release()
 	c.mu.Unlock()
 	c.eng.untrack(c)
 	return nil

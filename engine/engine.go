@@ -89,6 +89,14 @@ type Config struct {
 	// (DefaultMaxConcurrentTLSHandshakes).
 	MaxConcurrentTLSHandshakes int
 
+	// Limits bounds what connecting peers may hold (admission at accept,
+	// the buffer memory budget); zero values are the named defaults.
+	Limits Limits
+	// TrustedProxies, when set, are the load balancers whose client
+	// address headers are believed: their connections are charged to the
+	// client's address once the request is read.
+	TrustedProxies *TrustedProxies
+
 	// CheckOrigin decides whether a browser's Origin may connect; nil
 	// accepts every origin, as libp2p does.
 	CheckOrigin func(origin, host []byte) bool
@@ -145,6 +153,7 @@ type Engine struct {
 	metrics *metrics
 	wheel   *wheel
 	tls     *engineTLS
+	adm     *Admission
 
 	mu        sync.Mutex
 	listeners []*Listener
@@ -180,8 +189,9 @@ func New(cfg Config) *Engine {
 		log:     cfg.Logger,
 		metrics: newMetrics(cfg.Registerer),
 		tls:     newEngineTLS(cfg.Registerer),
+		adm:     NewAdmission(cfg.Limits, cfg.Registerer),
 	}
-	e.wheel = newWheel(cfg.Tick, cfg.Now)
+	e.wheel = newWheel(cfg.Tick, cfg.Now, newTickLag(cfg.Registerer))
 	e.metrics.simdImpl.WithLabelValues(simd.Impl()).Set(1)
 	e.log.Info("engine started", "mask_impl", simd.Impl())
 	return e

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/sys/unix"
 
 	"github.com/swarmgate/swarmgate/codec"
 )
@@ -265,7 +267,22 @@ func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 	e := l.eng
 	c := &Conn{nc: nc, eng: e, role: codec.Server, fd: connFD(nc), hs: &handshake{routes: l, start: e.cfg.Now()}}
 	e.metrics.accepted.Inc()
+	// Admission before any byte is read. A trusted proxy is admitted
+	// without a source (total and memory only) and its client charged in
+	// serverUpgrade; a refused peer's TCP is closed at once.
+	peer := remoteAddr(nc)
+	src := peer
+	if e.cfg.TrustedProxies.Trusted(peer) {
+		src = netip.Addr{}
+	}
+	tk, err := e.adm.Admit(src, e.cfg.Now())
+	if err != nil {
+		refuseTCP(nc)
+		return context.Background()
+	}
+	c.ticket = tk
 	if !e.track(c) {
+		c.ticket.Release()
 		nc.Close()
 		return context.Background()
 	}
@@ -298,6 +315,31 @@ func (l *Listener) shutdown() {
 	defer cancel()
 	l.loop.Shutdown(ctx)
 	<-l.done
+}
+
+// refuseTCP turns a connection away from inside prepare. Closing it there,
+// before netpoll registers it, works but makes netpoll log a failed detach
+// per refusal; instead the connection closes itself in its OnConnect,
+// which netpoll runs once it is registered. SO_LINGER 0 makes the close an
+// RST: no TIME_WAIT on our side for a flood of refusals.
+func refuseTCP(nc netpoll.Connection) {
+	unix.SetsockoptLinger(connFD(nc), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	if oc, ok := nc.(interface{ SetOnConnect(netpoll.OnConnect) error }); ok {
+		oc.SetOnConnect(func(ctx context.Context, nc netpoll.Connection) context.Context {
+			nc.Close()
+			return ctx
+		})
+		return
+	}
+	nc.Close()
+}
+
+// remoteAddr is a connection's peer IP (the zero Addr if unknown).
+func remoteAddr(nc netpoll.Connection) netip.Addr {
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // connFD is the socket of a netpoll connection, for direct writes.

@@ -261,9 +261,15 @@ func (pc *PeerConn) Data(c *Conn, _ codec.Opcode, p []byte, _ bool) error {
 
 // input runs p through the layers, keeping what no layer could use yet.
 func (pc *PeerConn) input(p []byte) error {
+	// What a peer leaves pending is held between passes: it is charged to
+	// the memory budget, and refused when the budget is spent.
+	budget := pc.c.eng.adm.Budget()
 	buf := p
 	if pc.in != nil {
-		pc.in = grow(pc.in, len(p))
+		var ok bool
+		if pc.in, ok = budget.TryGrow(pc.in, len(p)); !ok {
+			return errMemoryBudget
+		}
 		pc.in = append(pc.in, p...)
 		buf = pc.in
 	}
@@ -271,15 +277,23 @@ func (pc *PeerConn) input(p []byte) error {
 	rest := buf[n:]
 	switch {
 	case pc.in != nil && len(rest) == 0:
-		putBuf(pc.in)
+		budget.PutBuf(pc.in)
 		pc.in = nil
 	case pc.in != nil:
 		pc.in = pc.in[:copy(pc.in, rest)]
 	case len(rest) > 0 && err == nil:
-		pc.in = append(getBuf(len(rest)), rest...)
+		nb, ok := budget.TryGetBuf(len(rest))
+		if !ok {
+			return errMemoryBudget
+		}
+		pc.in = append(nb, rest...)
 	}
 	return err
 }
+
+// errMemoryBudget ends a connection whose pending input the memory budget
+// cannot hold: close 1013 (try again later).
+var errMemoryBudget = &codec.ProtocolError{Code: codec.CloseTryAgainLater, Token: "memory_budget"}
 
 // process consumes what it can of b and returns how much.
 func (pc *PeerConn) process(b []byte) (int, error) {
@@ -565,7 +579,10 @@ func (pc *PeerConn) failure(err error) error {
 	var se *security.Error
 	var me *mux.Error
 	var mse *codec.MultistreamError
+	var pe *codec.ProtocolError
 	switch {
+	case errors.As(err, &pe):
+		return pe // already carries its close code (errMemoryBudget)
 	case errors.As(err, &se):
 		token = "noise_" + se.Reason()
 	case errors.As(err, &mse):
@@ -579,7 +596,7 @@ func (pc *PeerConn) failure(err error) error {
 // Closed ends the session and reports to a dialer still waiting.
 func (pc *PeerConn) Closed(c *Conn, err error) {
 	if pc.in != nil {
-		putBuf(pc.in)
+		pc.c.eng.adm.Budget().PutBuf(pc.in)
 		pc.in = nil
 	}
 	if pc.sess != nil {

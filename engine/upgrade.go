@@ -43,6 +43,9 @@ func (c *Conn) serverUpgrade(buf []byte) (int, error) {
 	if err == codec.ErrShortBuffer {
 		return 0, err
 	}
+	if err == nil && c.eng.cfg.TrustedProxies != nil {
+		err = c.chargeClient(&req)
+	}
 	if err == nil && cfg.CheckOrigin != nil && req.Origin != nil && !cfg.CheckOrigin(req.Origin, req.Host) {
 		err = codec.ErrForbiddenOrigin
 	}
@@ -64,6 +67,23 @@ func (c *Conn) serverUpgrade(buf []byte) (int, error) {
 	c.stage = h(c)
 	c.hs = nil
 	return n, nil
+}
+
+// chargeClient charges a trusted proxy's connection to the client address
+// its headers give; a limit refusal becomes a 503.
+func (c *Conn) chargeClient(req *codec.Request) error {
+	peer := remoteAddr(c.nc)
+	if !c.eng.cfg.TrustedProxies.Trusted(peer) {
+		return nil // charged at accept
+	}
+	client, _ := c.eng.cfg.TrustedProxies.RequestClientAddr(peer, req)
+	if err := c.eng.adm.AdmitSource(&c.ticket, client, c.eng.cfg.Now()); err != nil {
+		if le, ok := err.(*LimitError); ok {
+			return le.HandshakeError()
+		}
+		return err
+	}
+	return nil
 }
 
 func (c *Conn) refuse(err error) {

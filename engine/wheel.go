@@ -16,14 +16,16 @@ type wheel struct {
 	tick   time.Duration
 	cursor int64 // last processed tick number
 	now    func() time.Time
+	lag    *tickLag
 	stop   chan struct{}
 	done   chan struct{}
 }
 
 const wheelSlots = 512
 
-func newWheel(tick time.Duration, now func() time.Time) *wheel {
+func newWheel(tick time.Duration, now func() time.Time, lag *tickLag) *wheel {
 	w := &wheel{
+		lag:   lag,
 		slots: make([]*Conn, wheelSlots),
 		tick:  tick,
 		now:   now,
@@ -85,7 +87,8 @@ func (w *wheel) run() {
 		select {
 		case <-w.stop:
 			return
-		case <-t.C:
+		case due := <-t.C:
+			w.lag.observe(due, time.Now()) // the ticker sends the due time
 		}
 		now := w.now()
 		nowNano := now.UnixNano()

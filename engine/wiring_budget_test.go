@@ -1,0 +1,84 @@
+package engine
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/swarmgate/swarmgate/codec"
+)
+
+// Peers that leave half a Noise frame pending are charged to the memory
+// budget; past it, the next one is closed with 1013 and new connections are
+// refused.
+func TestWiredMemoryBudget(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := New(Config{Logger: quiet, Registerer: reg, Limits: Limits{MemoryBudget: 3 * largeBuf}})
+	t.Cleanup(func() { e.Close() })
+	h, err := NewHost(e, HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), Routes{Fallback: h.Handler()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := hostPort(t, l.Addr())
+	stall := func(pending int) (*websocket.Conn, error) {
+		wc, _, err := websocket.DefaultDialer.Dial("ws://"+hp+"/", nil)
+		if err != nil {
+			return nil, err
+		}
+		msg := codec.AppendMultistreamMessage(codec.AppendMultistreamMessage(nil, "/multistream/1.0.0"), ProtoNoise)
+		msg = append(msg, 0xea, 0x60) // a 60,000-byte Noise message follows…
+		msg = append(msg, bytes.Repeat([]byte{1}, pending)...)
+		return wc, wc.WriteMessage(websocket.BinaryMessage, msg)
+	}
+	a, err := stall(5000) // 64 KiB held
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	waitFor(t, func() bool { return e.adm.Budget().Used() == largeBuf })
+	b, err := stall(5000) // 64 KiB held
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitFor(t, func() bool { return e.adm.Budget().Used() == 2*largeBuf })
+	c, err := stall(100) // 4 KiB held; less than 64 KiB left
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, func() bool { return e.adm.Budget().Used() == 2*largeBuf+smallBuf })
+	// No room for another connection's first buffer: refused at accept.
+	if d, _, err := websocket.DefaultDialer.Dial("ws://"+hp+"/", nil); err == nil {
+		d.Close()
+		t.Fatal("admitted with the budget spent")
+	}
+	if got := gatherValues(t, reg)["swarmgate_limit_rejections_total{reason=memory}"]; got != 1 {
+		t.Fatalf("memory rejections %v", got)
+	}
+	// c's pending input cannot grow: 1013.
+	c.WriteMessage(websocket.BinaryMessage, bytes.Repeat([]byte{1}, 5000))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err = c.ReadMessage(); err != nil {
+			break
+		}
+	}
+	if !websocket.IsCloseError(err, int(codec.CloseTryAgainLater)) {
+		t.Fatalf("over the budget: %v", err)
+	}
+	if failureCount(e, "memory_budget") != 1 {
+		t.Fatal("not counted")
+	}
+	a.Close()
+	b.Close()
+	waitFor(t, func() bool { return e.adm.Budget().Used() == 0 })
+}

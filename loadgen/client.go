@@ -15,7 +15,6 @@ import (
 
 	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/engine"
-	"github.com/swarmgate/swarmgate/mux"
 )
 
 // pinger is a client stage that sends one message when the connection opens
@@ -146,8 +145,8 @@ func scrapeGauge(url, name string) (float64, error) {
 }
 
 // openPeers dials n libp2p connections (WebSocket + Noise + yamux) to
-// target with at most par upgrades in flight; on each it runs one 32-byte
-// round trip on an echo stream, then leaves the connection idle.
+// target with at most par upgrades in flight; on each it does one ping,
+// then leaves the connection idle.
 func openPeers(h *engine.Host, target ma.Multiaddr, n, par int, plaintext bool) ([]*engine.PeerConn, error) {
 	conns := make([]*engine.PeerConn, n)
 	done := make(chan error, n)
@@ -161,14 +160,8 @@ func openPeers(h *engine.Host, target ma.Multiaddr, n, par int, plaintext bool) 
 				return
 			}
 			conns[i] = pc
-			rt := &roundTrip{want: 32, done: func(err error) { <-sem; done <- err }}
-			st, err := pc.OpenStream(engine.ProtoEcho, rt)
-			if err != nil {
-				rt.done(err)
-				return
-			}
-			st.Write(make([]byte, 32))
-			st.CloseWrite()
+			// One /ipfs/ping/1.0.0 round trip, as an idle libp2p peer has done.
+			pc.Ping(func(_ time.Duration, err error) { <-sem; done <- err })
 		})
 		if err != nil {
 			<-sem
@@ -195,27 +188,4 @@ func openPeers(h *engine.Host, target ma.Multiaddr, n, par int, plaintext bool) 
 		return conns, fmt.Errorf("%d of %d connections failed, first: %v", failed, n, first)
 	}
 	return conns, nil
-}
-
-// roundTrip is a stream handler that waits for want bytes and the FIN.
-type roundTrip struct {
-	want, got int
-	done      func(error)
-}
-
-func (r *roundTrip) OnData(st *mux.Stream, p []byte) int { r.got += len(p); return len(p) }
-func (r *roundTrip) OnWritable(*mux.Stream)              {}
-func (r *roundTrip) OnFIN(*mux.Stream) {
-	var err error
-	if r.got != r.want {
-		err = fmt.Errorf("echo of %d bytes, want %d", r.got, r.want)
-	}
-	r.finish(err)
-}
-func (r *roundTrip) OnReset(_ *mux.Stream, err error) { r.finish(err) }
-func (r *roundTrip) finish(err error) {
-	if r.done != nil {
-		r.done(err)
-		r.done = nil
-	}
 }

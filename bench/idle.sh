@@ -9,6 +9,8 @@
 #
 #   bench/idle.sh            # N=10000 connections, 2 rounds
 #   N=5000 ROUNDS=1 bench/idle.sh
+#   TLS=1 N=5000 bench/idle.sh   # also swarmgate on /tls/ws (self-signed on
+#                                # loopback): raw wss echo and wss+noise+yamux
 set -euo pipefail
 N=${N:-10000}
 ROUNDS=${ROUNDS:-2}
@@ -35,6 +37,16 @@ for round in $(seq "$ROUNDS"); do
   start swarmgate "$bin/loadgen" serve -listen /ip4/127.0.0.1/tcp/0/ws -ws-echo /echo -metrics 127.0.0.1:0
   "$bin/loadgen" idle -target "$addr" -path /echo -n "$N" -server-pid "$pid" -server-metrics "$metrics" -server-gc "${metrics%/metrics}/debug/pprof/heap?gc=1" -name swarmgate
   kill "$pid"; wait "$pid" 2>/dev/null || true
+
+  if [ "${TLS:-0}" = 1 ]; then
+    # TLS handshakes cost CPU on both ends of loopback: 64 in flight keeps
+    # the server under its handshake cap.
+    for stack in ws libp2p; do
+      start swarmgate-tls "$bin/loadgen" serve -listen /ip4/127.0.0.1/tcp/0/tls/ws -ws-echo /echo -metrics 127.0.0.1:0
+      "$bin/loadgen" idle -target "$addr" -path /echo -n "$N" -par 64 -stack "$stack" -server-pid "$pid" -server-metrics "$metrics" -server-gc "${metrics%/metrics}/debug/pprof/heap?gc=1" -name "swarmgate /tls/ws $stack"
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+  fi
 
   start gorilla "$bin/gorilla-echo"
   port=${addr##*/tcp/}; port=${port%%/*}

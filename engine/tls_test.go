@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -24,6 +27,9 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/engine/conformance"
 )
 
 // testCert is a self-signed certificate for localhost and 127.0.0.1 and a
@@ -460,4 +466,188 @@ func TestTLSIdlePeers(t *testing.T) {
 	}
 	waitUntil(t, 5*time.Second, func() bool { return runtime.NumGoroutine()-g0 < 50 })
 	t.Logf("%d idle TLS libp2p connections: %d goroutines more than before", n, runtime.NumGoroutine()-g0)
+}
+
+// writeCertFiles writes cert's chain and key as PEM files.
+func writeCertFiles(t *testing.T, dir string, cert tls.Certificate) (string, string) {
+	t.Helper()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Written beside and renamed into place, as certificate managers do.
+	for _, f := range []struct {
+		name, typ string
+		der       []byte
+	}{{certFile, "CERTIFICATE", cert.Certificate[0]}, {keyFile, "PRIVATE KEY", der}} {
+		tmp := f.name + ".tmp"
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, f.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certFile, keyFile
+}
+
+// CertReloader: the files are replaced; Watch notices, new connections get
+// the new certificate, the connection made before keeps working.
+func TestTLSCertReloaderFiles(t *testing.T) {
+	dir := t.TempDir()
+	c1, _ := testCert(t)
+	c2, _ := testCert(t)
+	certFile, keyFile := writeCertFiles(t, dir, c1)
+	r, err := NewCertReloader(certFile, keyFile, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Watch(ctx, 20*time.Millisecond)
+	_, addr := startTLSEcho(t, Config{TLS: &tls.Config{GetCertificate: r.GetCertificate}}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	url := "wss://127.0.0.1:" + tcpPort(t, addr) + "/echo"
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	old, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if !tlsState(old).PeerCertificates[0].Equal(c1.Leaf) {
+		t.Fatal("first connection did not get the first certificate")
+	}
+	writeCertFiles(t, dir, c2)
+	// Make sure the modification time moves even on coarse clocks.
+	later := time.Now().Add(time.Second)
+	os.Chtimes(certFile, later, later)
+	os.Chtimes(keyFile, later, later)
+	waitUntil(t, 5*time.Second, func() bool { return r.Certificate().Leaf.Equal(c2.Leaf) })
+	fresh, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if !tlsState(fresh).PeerCertificates[0].Equal(c2.Leaf) {
+		t.Fatal("new connection did not get the reloaded certificate")
+	}
+	gorillaEcho(t, old, 100, 40000)
+	gorillaEcho(t, fresh, 100)
+	// A broken pair keeps the previous certificate.
+	os.WriteFile(keyFile, []byte("garbage"), 0o600)
+	if err := r.Reload(); err == nil {
+		t.Fatal("reload of a broken key succeeded")
+	}
+	if !r.Certificate().Leaf.Equal(c2.Leaf) {
+		t.Fatal("a failed reload replaced the certificate")
+	}
+}
+
+// parseWSAddr: the forms of protocol notes §2.
+func TestParseWSAddrTLS(t *testing.T) {
+	for _, tc := range []struct {
+		in, suffix, sni string
+		tls             bool
+	}{
+		{"/ip4/127.0.0.1/tcp/1/ws", "/ws", "", false},
+		{"/ip4/127.0.0.1/tcp/1/tls/ws", "/tls/ws", "", true},
+		{"/ip4/127.0.0.1/tcp/1/wss", "/tls/ws", "", true},
+		{"/ip4/1.2.3.4/tcp/443/tls/sni/example.com/ws", "/tls/sni/example.com/ws", "example.com", true},
+		{"/dns/example.com/tcp/443/tls/sni/example.com/ws/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN", "/tls/sni/example.com/ws", "example.com", true},
+		{"/ip6/::1/tcp/1/wss/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN", "/tls/ws", "", true},
+	} {
+		a, err := parseWSAddr(ma.StringCast(tc.in))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if a.tls != tc.tls || a.sni != tc.sni || a.suffix() != tc.suffix {
+			t.Fatalf("%s: %+v", tc.in, a)
+		}
+	}
+	for _, bad := range []string{
+		"/ip4/127.0.0.1/tcp/1/tls",
+		"/ip4/127.0.0.1/tcp/1/tls/sni/x.com",
+		"/ip4/127.0.0.1/tcp/1/tls/http",
+		"/ip4/127.0.0.1/tcp/1/ws/tls",
+		"/ip4/127.0.0.1/tcp/1/wss/ws",
+		"/ip4/127.0.0.1/udp/1/ws",
+	} {
+		if _, err := parseWSAddr(ma.StringCast(bad)); !errors.Is(err, ErrUnsupportedAddr) {
+			t.Fatalf("%s: %v", bad, err)
+		}
+	}
+}
+
+// A /tls/sni/H/ws listener on loopback without a certificate generates one
+// for H; our client dials by IP with H as the server name and Host, and
+// close_notify ends the connection cleanly both ways.
+func TestTLSSelfSignedSNI(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := New(Config{Logger: quiet, Registerer: reg})
+	t.Cleanup(func() { e.Close() })
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/tls/sni/node.example/ws"), Routes{Paths: map[string]Handler{"/echo": Echo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(l.Addr().String(), "/tls/sni/node.example/ws") {
+		t.Fatalf("address %s", l.Addr())
+	}
+	cert := l.tlsCfg.Load().Certificates[0]
+	if err := cert.Leaf.VerifyHostname("node.example"); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	ce := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool}})
+	t.Cleanup(func() { ce.Close() })
+	got := make(chan []byte, 1)
+	closed := make(chan error, 1)
+	c, err := ce.Dial(l.Addr(), "/echo", func(c *Conn) Stage {
+		c.WriteMessage(2, []byte("over tls"))
+		return &funcStage{data: func(p []byte) { got <- append([]byte(nil), p...) }, closed: func(err error) { closed <- err }}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != "over tls" {
+			t.Fatalf("echo %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no echo")
+	}
+	c.CloseWith(1000, "")
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed")
+	}
+	// Non-loopback without a certificate is refused.
+	if _, err := New(Config{Logger: quiet}).Listen(ma.StringCast("/ip4/0.0.0.0/tcp/0/tls/ws"), Routes{}); !errors.Is(err, ErrNoCertificate) {
+		t.Fatalf("wildcard listener without a certificate: %v", err)
+	}
+}
+
+type funcStage struct {
+	data   func([]byte)
+	closed func(error)
+}
+
+func (s *funcStage) Data(c *Conn, op codec.Opcode, p []byte, end bool) error {
+	s.data(p)
+	return nil
+}
+func (s *funcStage) Closed(c *Conn, err error) { s.closed(err) }
+
+// The RFC 6455 conformance suite over TLS (TLS 1.3; 1.2 for a second pass
+// would double the time for no new record-layer path).
+func TestConformanceTLS(t *testing.T) {
+	cert, pool := testCert(t)
+	_, addr := startTLSEcho(t, Config{MaxMessageSize: 1 << 20, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	conformance.Run(t, conformance.Target{Addr: "127.0.0.1:" + tcpPort(t, addr), Path: "/echo", MaxMessage: 1 << 20,
+		TLS: &tls.Config{RootCAs: pool, ServerName: "localhost"}})
 }

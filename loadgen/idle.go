@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -21,7 +22,7 @@ import (
 // memory from /proc/PID/status and goroutines from its /metrics.
 func idle(args []string) error {
 	fs := flag.NewFlagSet("idle", flag.ContinueOnError)
-	target := fs.String("target", "", "server multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/ws")
+	target := fs.String("target", "", "server multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/ws or …/tls/ws")
 	path := fs.String("path", "/echo", "WebSocket path of the echo service")
 	n := fs.Int("n", 10000, "connections to hold")
 	par := fs.Int("par", 256, "dials in flight")
@@ -30,9 +31,15 @@ func idle(args []string) error {
 	settle := fs.Duration("settle", 3*time.Second, "wait after the last echo before measuring")
 	name := fs.String("name", "server", "name of the server in the report")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a Markdown table row")
-	stack := fs.String("stack", "ws", "ws (raw WebSocket echo on -path) or libp2p (WebSocket + Noise + yamux, one echo-stream round trip each)")
+	stack := fs.String("stack", "ws", "ws (raw WebSocket echo on -path) or libp2p (WebSocket + Noise + yamux, one ping each)")
 	gcURL := fs.String("server-gc", "", "URL that makes the server collect garbage (pprof: /debug/pprof/heap?gc=1), fetched twice before each RSS reading so both servers are measured in steady state")
+	tlsCurves := fs.String("tls-curves", "", "TLS key exchanges the client offers for /tls/ws targets (empty: Go's defaults)")
+	tlsVerify := fs.Bool("tls-verify", false, "verify the server's certificate (off by default: loopback measurement against a self-signed certificate)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	curves, err := engine.ParseCurves(*tlsCurves)
+	if err != nil {
 		return err
 	}
 	addr, err := ma.NewMultiaddr(*target)
@@ -42,11 +49,27 @@ func idle(args []string) error {
 	if *pid == 0 {
 		return fmt.Errorf("idle: -server-pid is required")
 	}
-	e := engine.New(engine.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e := engine.New(engine.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TLSClient: &tls.Config{InsecureSkipVerify: !*tlsVerify, CurvePreferences: curves}})
 	defer e.Close()
 
 	open := func(n, par int) (any, error) {
 		return openEchoed(e, addr, *path, n, par, make([]byte, 64))
+	}
+	if isTLSTarget(addr) {
+		// openEchoed bounds dials, not TLS handshakes, which would pile up
+		// past the server's handshake cap; batches of par bound both.
+		open = func(n, par int) (any, error) {
+			var all []*engine.Conn
+			for len(all) < n {
+				cs, err := openEchoed(e, addr, *path, min(par, n-len(all)), par, make([]byte, 64))
+				if err != nil {
+					return all, err
+				}
+				all = append(all, cs...)
+			}
+			return all, nil
+		}
 	}
 	if *stack == "libp2p" {
 		h, err := engine.NewHost(e, engine.HostConfig{})
@@ -124,4 +147,14 @@ func collect(url string) {
 		}
 	}
 	time.Sleep(time.Second)
+}
+
+// isTLSTarget reports a /tls/ws or /wss multiaddr.
+func isTLSTarget(m ma.Multiaddr) bool {
+	for _, c := range m {
+		if code := c.Protocol().Code; code == ma.P_TLS || code == ma.P_WSS {
+			return true
+		}
+	}
+	return false
 }

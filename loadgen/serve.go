@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -20,43 +21,51 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/security"
 )
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var listens multiFlag
-	fs.Var(&listens, "listen", "listen multiaddr, e.g. /ip4/127.0.0.1/tcp/0/ws (repeatable)")
-	echoPath := fs.String("ws-echo", "", "serve a raw WebSocket echo on this path")
-	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /debug/pprof/ on HOST:PORT")
-	maxMsg := fs.Int64("ws-max-message", 0, "largest WebSocket message accepted (0: codec default, 16 MiB)")
-	keyFile := fs.String("key", "", "identity key file (libp2p protobuf encoding); created with a new Ed25519 key when absent; empty: a fresh key each run")
-	profileRates := fs.Bool("profile-rates", false, "enable mutex and block profiling (1 in 100 events) for /debug/pprof")
-	plaintext := fs.Bool("insecure-plaintext", false, "also offer /plaintext/2.0.0 (no authentication, no encryption): for measuring what Noise costs only")
-	if err := fs.Parse(args); err != nil {
+	cfg := serveFlags(fs)
+	if err := parseServeConfig(fs, cfg, args); err != nil {
 		return err
 	}
-	if len(listens) == 0 {
+	if len(cfg.Listen) == 0 {
 		return fmt.Errorf("serve: at least one -listen is required")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if *profileRates {
+	log := cfg.logger(os.Stderr)
+	if cfg.ProfileRates {
 		runtime.SetMutexProfileFraction(100)
 		runtime.SetBlockProfileRate(100_000) // one sample per 100 µs blocked
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	e := engine.New(engine.Config{Registerer: reg, Logger: log, MaxMessageSize: *maxMsg})
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tlsCfg, err := serveTLS(ctx, log, cfg.TLSCert, cfg.TLSKey, cfg.TLSCurves)
+	if err != nil {
+		return err
+	}
+	proxies, err := cfg.trustedProxies() // validated by parseServeConfig
+	if err != nil {
+		return err
+	}
+	limits, err := cfg.limits()
+	if err != nil {
+		return err
+	}
+	e := engine.New(engine.Config{Registerer: reg, Logger: log, MaxMessageSize: cfg.WSMaxMessage, TLS: tlsCfg, Limits: limits, TrustedProxies: proxies})
 	defer e.Close()
 
 	var key crypto.PrivKey
-	if *keyFile != "" {
+	if cfg.Key != "" {
 		var err error
-		if key, err = security.LoadOrCreateKey(*keyFile); err != nil {
+		if key, err = security.LoadOrCreateKey(cfg.Key); err != nil {
 			return err
 		}
 	}
-	host, err := engine.NewHost(e, engine.HostConfig{Key: key, InsecurePlaintext: *plaintext})
+	host, err := engine.NewHost(e, engine.HostConfig{Key: key, InsecurePlaintext: cfg.InsecurePlaintext, Mux: limits.MuxConfig(mux.Config{})})
 	if err != nil {
 		return err
 	}
@@ -65,12 +74,12 @@ func serve(args []string) error {
 	}
 	// libp2p on every path (dialers use any), raw echo on -ws-echo.
 	routes := engine.Routes{Paths: map[string]engine.Handler{}, Fallback: host.Handler()}
-	if *echoPath != "" {
-		routes.Paths[*echoPath] = engine.Echo
+	if cfg.WSEcho != "" {
+		routes.Paths[cfg.WSEcho] = engine.Echo
 	}
 	var addrs []ma.Multiaddr
 	p2p := ma.StringCast("/p2p/" + host.ID().String())
-	for _, s := range listens {
+	for _, s := range cfg.Listen {
 		addr, err := ma.NewMultiaddr(s)
 		if err != nil {
 			return err
@@ -84,7 +93,7 @@ func serve(args []string) error {
 	}
 	host.SetListenAddrs(addrs)
 	log.Info("libp2p host", "peer_id", host.ID().String())
-	if *metricsAddr != "" {
+	if cfg.Metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -92,7 +101,7 @@ func serve(args []string) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		ln, err := net.Listen("tcp", *metricsAddr)
+		ln, err := net.Listen("tcp", cfg.Metrics)
 		if err != nil {
 			return err
 		}
@@ -105,9 +114,53 @@ func serve(args []string) error {
 		defer srv.Shutdown(context.Background())
 		log.Info("metrics", "metrics_url", "http://"+ln.Addr().String()+"/metrics")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
-	log.Info("shutting down")
+	stop() // restore default signal handling
+	// A second SIGINT or SIGTERM cuts the drain short.
+	dctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	log.Info("shutting down: draining", "timeout", cfg.DrainTimeout.String(), "conns", e.OpenConns())
+	if err := e.Drain(dctx, cfg.DrainTimeout); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
 	return nil
+}
+
+// serveTLS builds the server TLS configuration from the flags: curve
+// preferences, and with -tls-cert a CertReloader that polls the files on
+// one ticker for the process and reloads on SIGHUP.
+func serveTLS(ctx context.Context, log *slog.Logger, certFile, keyFile, curves string) (*tls.Config, error) {
+	ids, err := engine.ParseCurves(curves)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{CurvePreferences: ids}
+	if certFile == "" && keyFile == "" {
+		return cfg, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("serve: -tls-cert and -tls-key go together")
+	}
+	r, err := engine.NewCertReloader(certFile, keyFile, log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.GetCertificate = r.GetCertificate
+	go r.Watch(ctx, engine.DefaultCertPollInterval)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := r.Reload(); err != nil {
+					log.Error("TLS certificate reload on SIGHUP failed; keeping the previous one", "err", err)
+				}
+			}
+		}
+	}()
+	return cfg, nil
 }

@@ -10,6 +10,7 @@ package conformance
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,10 @@ type Target struct {
 	// LibP2PFallback says other paths serve libp2p (which accepts any
 	// path), so an unknown path is upgraded instead of refused with 404.
 	LibP2PFallback bool
+	// TLS, when set, runs every case over TLS with this client
+	// configuration (a /tls/ws target): 1-byte writes become 1-byte
+	// records, so the server's record reassembly is exercised too.
+	TLS *tls.Config
 }
 
 // Run runs every case as a parallel subtest and returns when all are done.
@@ -70,6 +75,13 @@ func dialRaw(t *testing.T, tg Target) *conn {
 	}
 	t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(ioTimeout))
+	if tg.TLS != nil {
+		tc := tls.Client(nc, tg.TLS)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		nc = tc
+	}
 	return &conn{t: t, nc: nc, br: bufio.NewReader(nc), dec: codec.NewDecoder(codec.Client, 1<<30)}
 }
 

@@ -419,6 +419,9 @@ func (t *tlsConn) seal(plain []byte) []byte {
 	open := t.phase == tlsOpen // phase moves to open only under c.mu
 	if plain != nil {
 		if open {
+			t.mu.Lock()
+			t.reserve(len(plain) + (len(plain)/minRecord+1)*recordOverhead)
+			t.mu.Unlock()
 			t.tc.Write(plain) // an error is sticky in crypto/tls; the bytes are then dropped with the connection
 		} else if t.phase != tlsClosed {
 			t.early = append(t.early, plain...)
@@ -500,13 +503,35 @@ func (t *tlsConn) Write(p []byte) (int, error) {
 	if t.phase == tlsClosed {
 		return 0, net.ErrClosed
 	}
-	if t.out == nil {
-		t.out = getBuf(len(p))
-	} else {
-		t.out = grow(t.out, len(p))
-	}
+	t.reserve(len(p))
 	t.out = append(t.out, p...)
 	return len(p), nil
+}
+
+// recordOverhead bounds what sealing adds per record: header, AEAD tag,
+// TLS 1.3 inner content type (crypto/tls adds no padding).
+const recordOverhead = recordHeaderLen + 16 + 1
+
+// minRecord is the smallest record crypto/tls's dynamic record sizing
+// writes (a TCP segment's worth), for sizing the outbound buffer.
+const minRecord = 1024
+
+// reserve makes room for n more ciphertext bytes. Past the largest pool
+// class the buffer grows by doubling, so sealing a large message record by
+// record copies it O(1) times, not once per record.
+func (t *tlsConn) reserve(n int) {
+	switch {
+	case t.out == nil:
+		t.out = getBuf(n)
+	case cap(t.out)-len(t.out) >= n:
+	case len(t.out)+n <= largeBuf:
+		t.out = grow(t.out, n)
+	default:
+		nb := make([]byte, len(t.out), max(2*cap(t.out), len(t.out)+n))
+		copy(nb, t.out)
+		putBuf(t.out)
+		t.out = nb
+	}
 }
 
 // Close is crypto/tls's view; the engine closes TCP itself.

@@ -303,6 +303,9 @@ func (t *tlsConn) handshake(start time.Time) {
 		t.phase = tlsOpen
 	}
 	open := t.phase == tlsOpen
+	if t.phase == tlsClosed {
+		t.release() // close left them to this goroutine
+	}
 	t.mu.Unlock()
 	if err != nil || !open {
 		token := tlsFailureToken(err, c.err)
@@ -440,12 +443,22 @@ func (t *tlsConn) seal(plain []byte) []byte {
 }
 
 // close ends the TLS layer when the connection is gone: a handshake
-// goroutine wakes and returns, buffers go back to their pools.
+// goroutine wakes, reads the records that arrived before the end (an alert
+// that explains it) and returns, and buffers go back to their pools (the
+// goroutine's, once it is done with them).
 func (t *tlsConn) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.phase = tlsClosed
-	t.signal()
+	if t.wake != nil {
+		t.signal()
+		return
+	}
+	t.release()
+}
+
+// release returns the buffers to their pools.
+func (t *tlsConn) release() {
 	if t.in != nil {
 		putBuf(t.in)
 		t.in, t.inOff, t.recLeft = nil, 0, 0
@@ -465,16 +478,16 @@ func (t *tlsConn) close() {
 func (t *tlsConn) Read(p []byte) (int, error) {
 	for {
 		t.mu.Lock()
-		if t.phase == tlsClosed {
-			t.mu.Unlock()
-			return 0, net.ErrClosed
-		}
 		if n := t.recordEnd(); n > 0 {
 			m := copy(p, t.in[t.inOff:t.inOff+n])
 			t.inOff += m
 			t.recLeft = n - m
 			t.mu.Unlock()
 			return m, nil
+		}
+		if t.phase == tlsClosed {
+			t.mu.Unlock()
+			return 0, net.ErrClosed
 		}
 		if t.phase != tlsHandshaking {
 			t.mu.Unlock()
@@ -488,6 +501,13 @@ func (t *tlsConn) Read(p []byte) (int, error) {
 			c.mu.Lock()
 			if c.state != stateClosed {
 				c.flush()
+			} else { // nobody will write it: drop it rather than spin
+				t.mu.Lock()
+				if t.out != nil {
+					putBuf(t.out)
+					t.out = nil
+				}
+				t.mu.Unlock()
 			}
 			c.unlock()
 			continue

@@ -651,3 +651,59 @@ func TestConformanceTLS(t *testing.T) {
 	conformance.Run(t, conformance.Target{Addr: "127.0.0.1:" + tcpPort(t, addr), Path: "/echo", MaxMessage: 1 << 20,
 		TLS: &tls.Config{RootCAs: pool, ServerName: "localhost"}})
 }
+
+// Failures and ends are counted by reason: a client that rejects our
+// certificate (its bad_certificate alert: remote_alert), a plain HTTP
+// client on a TLS-only port (not_tls), and a close_notify after the
+// upgrade (the connection ends, counted).
+func TestTLSFailuresCounted(t *testing.T) {
+	cert, pool := testCert(t)
+	reg := prometheus.NewRegistry()
+	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	hostPort := "127.0.0.1:" + tcpPort(t, addr)
+	count := func(name, label, value string) float64 {
+		return counterValue(t, reg, name, map[string]string{label: value})
+	}
+
+	// Untrusting client: no RootCAs for our self-signed certificate.
+	if _, _, err := (&websocket.Dialer{TLSClientConfig: &tls.Config{}}).Dial("wss://"+hostPort+"/echo", nil); err == nil {
+		t.Fatal("untrusted certificate accepted")
+	}
+	waitUntil(t, 5*time.Second, func() bool {
+		return count("swarmgate_tls_handshakes_total", "result", "remote_alert") == 1
+	})
+
+	// Plain HTTP on a TLS-only port.
+	nc, err := net.Dial("tcp", hostPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Write([]byte("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"))
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(nc); err != nil {
+		t.Fatalf("not closed: %v", err)
+	}
+	nc.Close()
+	if v := count("swarmgate_connection_failures_total", "reason", "tls_not_tls"); v != 1 {
+		t.Fatalf("%v not-TLS connections counted", v)
+	}
+
+	// close_notify after the upgrade, before any WebSocket Close.
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
+	ws, _, err := d.Dial("wss://"+hostPort+"/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gorillaEcho(t, ws, 10)
+	if err := ws.NetConn().(*tls.Conn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, func() bool { return e.OpenConns() == 0 })
+	if v := count("swarmgate_tls_closes_total", "reason", "close_notify"); v != 1 {
+		t.Fatalf("%v close_notify counted", v)
+	}
+	if v := count("swarmgate_connection_failures_total", "reason", "tls_close_notify"); v != 1 {
+		t.Fatalf("%v close_notify failures counted", v)
+	}
+	ws.Close()
+}

@@ -212,6 +212,11 @@ func (e *Engine) Listen(addr ma.Multiaddr, routes Routes) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.tls && a.sni == "" && net.ParseIP(a.host) == nil {
+		// /dns…/tls/ws: the address printed with the bound IP keeps the
+		// name as /sni, as go-libp2p does when it resolves such an address.
+		a.sni = a.host
+	}
 	if l, err := e.share(a); l != nil || err != nil {
 		return l, err
 	}

@@ -707,3 +707,36 @@ func TestTLSFailuresCounted(t *testing.T) {
 	}
 	ws.Close()
 }
+
+// A /dns4 TLS listen address keeps its name as /sni in the printed address
+// (and the self-signed certificate), and our client dials it by name.
+func TestTLSListenDNS(t *testing.T) {
+	e := New(Config{Logger: quiet})
+	t.Cleanup(func() { e.Close() })
+	l, err := e.Listen(ma.StringCast("/dns4/localhost/tcp/0/tls/ws"), Routes{Paths: map[string]Handler{"/echo": Echo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Addr().String(); !strings.HasPrefix(s, "/ip4/127.0.0.1/tcp/") || !strings.HasSuffix(s, "/tls/sni/localhost/ws") {
+		t.Fatalf("address %s", s)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(l.tlsCfg.Load().Certificates[0].Leaf)
+	ce := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}})
+	t.Cleanup(func() { ce.Close() })
+	got := make(chan []byte, 1)
+	if _, err := ce.Dial(ma.StringCast("/dns4/localhost/tcp/"+tcpPort(t, l.Addr())+"/tls/ws"), "/echo", func(c *Conn) Stage {
+		c.WriteMessage(codec.OpBinary, []byte("by name, TLS 1.2"))
+		return &funcStage{data: func(p []byte) { got <- append([]byte(nil), p...) }, closed: func(error) {}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != "by name, TLS 1.2" {
+			t.Fatalf("echo %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no echo")
+	}
+}

@@ -740,3 +740,60 @@ func TestTLSListenDNS(t *testing.T) {
 		t.Fatal("no echo")
 	}
 }
+
+// Our client role over TLS against go-libp2p v0.51.0's own wss listener
+// (its websocket transport with a server TLS config): identify and ping.
+func TestTLSLibp2pServerInterop(t *testing.T) {
+	cert, pool := testCert(t)
+	gh, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0/tls/ws"),
+		libp2p.Transport(lpws.New, lpws.WithTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.UserAgent("go-libp2p-interop/1"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gh.Close()
+	var target ma.Multiaddr
+	for _, a := range gh.Addrs() {
+		if _, err := a.ValueForProtocol(ma.P_TLS); err == nil {
+			target = a
+		}
+	}
+	if target == nil {
+		t.Fatalf("no /tls/ws address in %v", gh.Addrs())
+	}
+	e := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool, ServerName: "localhost"}})
+	defer e.Close()
+	cli, err := NewHost(e, HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.HandleDefaults()
+	ready := make(chan error, 1)
+	var pc *PeerConn
+	if _, err := cli.DialPeer(target, DialOptions{Expect: gh.ID()}, func(p *PeerConn, err error) { pc = p; ready <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("dial did not finish")
+	}
+	m, err := identifyOver(t, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GetAgentVersion() != "go-libp2p-interop/1" {
+		t.Fatalf("agent %q", m.GetAgentVersion())
+	}
+	for i := range 3 {
+		if _, err := pingOver(t, pc); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+	}
+}

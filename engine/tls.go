@@ -124,7 +124,7 @@ type tlsConn struct {
 
 // engineTLS is the engine-wide TLS state: metrics and the handshake cap.
 type engineTLS struct {
-	inflight   atomic.Int64
+	inflight   atomic.Int64           // server handshakes holding a goroutine
 	handshakes *prometheus.CounterVec // result, version
 	curves     *prometheus.CounterVec // curve
 	seconds    prometheus.Histogram
@@ -145,7 +145,7 @@ func newEngineTLS(reg prometheus.Registerer) *engineTLS {
 			Name: "swarmgate_tls_closes_total", Help: "TLS connections ended by the peer after the handshake: close_notify, or a fatal alert or bad record."}, []string{"reason"}),
 	}
 	t.inProgress = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "swarmgate_tls_handshakes_in_progress", Help: "TLS handshakes holding a goroutine now."},
+		Name: "swarmgate_tls_handshakes_in_progress", Help: "Server TLS handshakes holding a goroutine now (capped by MaxConcurrentTLSHandshakes)."},
 		func() float64 { return float64(t.inflight.Load()) })
 	if reg != nil {
 		for _, c := range []prometheus.Collector{t.handshakes, t.curves, t.seconds, t.inProgress, t.records} {
@@ -273,9 +273,9 @@ func (t *tlsConn) dropIn() {
 // connection when too many are in progress. Called with c.mu held.
 func (c *Conn) startTLSHandshake() {
 	et := c.eng.tls
-	// Our own dials are bounded by their caller; the cap protects the
-	// server from remote peers.
-	if et.inflight.Add(1) > int64(c.eng.cfg.MaxConcurrentTLSHandshakes) && c.role == codec.Server {
+	// The cap protects the server from remote peers; our own dials are
+	// bounded by their caller and do not take the server's slots.
+	if c.role == codec.Server && et.inflight.Add(1) > int64(c.eng.cfg.MaxConcurrentTLSHandshakes) {
 		et.inflight.Add(-1)
 		et.handshakes.WithLabelValues("over_cap", "none").Inc()
 		c.fail(ErrTLSHandshakeCap, "tls_handshake_cap")
@@ -295,7 +295,9 @@ func (t *tlsConn) handshake(start time.Time) {
 	err := t.tc.Handshake()
 	c := t.c
 	et := c.eng.tls
-	et.inflight.Add(-1)
+	if c.role == codec.Server {
+		et.inflight.Add(-1)
+	}
 	c.mu.Lock()
 	t.mu.Lock()
 	t.wake = nil

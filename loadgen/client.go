@@ -80,24 +80,8 @@ func openEchoed(e *engine.Engine, target ma.Multiaddr, path string, n, par int, 
 		}(i)
 	}
 	wg.Wait()
-	var failed int
-	var first error
-	timeout := time.After(60 * time.Second)
-	for i := 0; i < n; i++ {
-		select {
-		case err := <-done:
-			if err != nil {
-				failed++
-				if first == nil {
-					first = err
-				}
-			}
-		case <-timeout:
-			return conns, fmt.Errorf("%d of %d echoes missing after 60 s", n-i, n)
-		}
-	}
-	if failed > 0 {
-		return conns, fmt.Errorf("%d of %d connections failed, first: %v (dial: %v)", failed, n, first, dialErr)
+	if err := collectOutcomes(done, n, 60*time.Second); err != nil {
+		return conns, fmt.Errorf("%w (dial: %v)", err, dialErr)
 	}
 	return conns, nil
 }
@@ -168,9 +152,15 @@ func openPeers(h *engine.Host, target ma.Multiaddr, n, par int, plaintext bool) 
 			done <- err
 		}
 	}
+	return conns, collectOutcomes(done, n, 120*time.Second)
+}
+
+// collectOutcomes waits for n outcomes on done, at most d in all, and reports how
+// many failed and the first failure.
+func collectOutcomes(done <-chan error, n int, d time.Duration) error {
 	var failed int
 	var first error
-	timeout := time.After(120 * time.Second)
+	timeout := time.After(d)
 	for i := 0; i < n; i++ {
 		select {
 		case err := <-done:
@@ -181,11 +171,11 @@ func openPeers(h *engine.Host, target ma.Multiaddr, n, par int, plaintext bool) 
 				}
 			}
 		case <-timeout:
-			return conns, fmt.Errorf("%d of %d connections not ready after 120 s", n-i, n)
+			return fmt.Errorf("%d of %d connections not ready after %v", n-i, n, d)
 		}
 	}
 	if failed > 0 {
-		return conns, fmt.Errorf("%d of %d connections failed, first: %v", failed, n, first)
+		return fmt.Errorf("%d of %d connections failed, first: %v", failed, n, first)
 	}
-	return conns, nil
+	return nil
 }

@@ -42,7 +42,7 @@ for round in $(seq "$ROUNDS"); do
     # TLS handshakes cost CPU on both ends of loopback: 64 in flight keeps
     # the server under its handshake cap.
     for stack in ws libp2p; do
-      start swarmgate-tls "$bin/loadgen" serve -listen /ip4/127.0.0.1/tcp/0/tls/ws -ws-echo /echo -metrics 127.0.0.1:0
+      start "swarmgate-tls-$stack-$round" "$bin/loadgen" serve -listen /ip4/127.0.0.1/tcp/0/tls/ws -ws-echo /echo -metrics 127.0.0.1:0
       "$bin/loadgen" idle -target "$addr" -path /echo -n "$N" -par 64 -stack "$stack" -server-pid "$pid" -server-metrics "$metrics" -server-gc "${metrics%/metrics}/debug/pprof/heap?gc=1" -name "swarmgate /tls/ws $stack"
       kill "$pid"; wait "$pid" 2>/dev/null || true
     done

@@ -52,6 +52,12 @@ const (
 	// crypto/tls at once, which rejects it with record_overflow, instead of
 	// waiting for the body.
 	maxCiphertext = 1<<14 + 2048
+	// maxHandshakeBuffered bounds the ciphertext buffered while the
+	// handshake runs. A client's flights are a ClientHello (one or two
+	// records), ChangeCipherSpec and Finished, then at most its upgrade
+	// request; 256 KiB is generous for that and stops a peer that streams
+	// data at a handshake it never lets finish.
+	maxHandshakeBuffered = 256 << 10
 	// recordTypeHandshake is the first byte of every ClientHello; on a
 	// listener shared by /ws and /tls/ws it tells TLS from HTTP (an HTTP
 	// request starts with a method letter).
@@ -72,6 +78,9 @@ var (
 	// ErrNoCertificate reports a TLS listener on a non-loopback address
 	// without Config.TLS certificates or GetCertificate.
 	ErrNoCertificate = errors.New("engine: TLS listener needs a certificate")
+	// ErrTLSHandshakeFlood reports a peer that sent more than
+	// maxHandshakeBuffered bytes before its handshake completed.
+	ErrTLSHandshakeFlood = errors.New("engine: too much data during the TLS handshake")
 	// ErrTLSCloseNotify reports a peer that ended TLS (close_notify) before
 	// the WebSocket close handshake.
 	ErrTLSCloseNotify = errors.New("engine: TLS close_notify before WebSocket close")
@@ -200,10 +209,15 @@ func (c *Conn) tlsReceive(b []byte) {
 	t.in = append(t.in, b...)
 	phase := t.phase
 	ready := t.recordReady()
+	flood := phase == tlsHandshaking && len(t.in)-t.inOff > maxHandshakeBuffered
 	if phase == tlsHandshaking {
 		t.signal()
 	}
 	t.mu.Unlock()
+	if flood {
+		c.fail(ErrTLSHandshakeFlood, "tls_handshake_flood")
+		return
+	}
 	switch phase {
 	case tlsWaiting:
 		if ready {

@@ -791,3 +791,34 @@ func TestTLSLibp2pServerInterop(t *testing.T) {
 		}
 	}
 }
+
+// A peer that streams records at a handshake it never finishes is cut at
+// once, not when HandshakeTimeout expires: by the buffer bound when the
+// handshake goroutine lags behind, else by crypto/tls rejecting the first
+// record it cannot decrypt (which of the two depends on scheduling).
+func TestTLSHandshakeFlood(t *testing.T) {
+	cert, _ := testCert(t)
+	reg := prometheus.NewRegistry()
+	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg, HandshakeTimeout: time.Minute}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	nc, err := net.Dial("tcp", "127.0.0.1:"+tcpPort(t, addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.Write(clientHello(t))
+	// Application-data records the server cannot decrypt yet (it waits for
+	// the client's Finished first).
+	rec := make([]byte, recordHeaderLen+16<<10)
+	rec[0], rec[1], rec[2], rec[3], rec[4] = 0x17, 3, 3, byte((16<<10)>>8), 0
+	nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	for range 2 * maxHandshakeBuffered / len(rec) {
+		if _, err := nc.Write(rec); err != nil {
+			break
+		}
+	}
+	cut := func() float64 {
+		return counterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "tls_handshake_flood"}) +
+			counterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "tls_local_alert"})
+	}
+	waitUntil(t, 5*time.Second, func() bool { return cut() == 1 && e.OpenConns() == 0 })
+}

@@ -116,6 +116,25 @@ func TestDrainLetsStreamsFinish(t *testing.T) {
 	big := bytes.Repeat([]byte("m"), 10000) // past gorilla's 4 KiB buffer: a non-final frame goes out
 	frag.Write(big)
 	waitFor(t, func() bool { return srv.OpenConns() == n+2 })
+	// The server has read the first fragment: the message is in progress
+	// there before the drain starts (else the connection is rightly idle).
+	waitFor(t, func() bool {
+		srv.mu.Lock()
+		var conns []*Conn
+		for c := srv.conns; c != nil; c = c.next {
+			conns = append(conns, c)
+		}
+		srv.mu.Unlock()
+		for _, c := range conns {
+			c.mu.Lock()
+			busy := c.dec.MessageInProgress()
+			c.mu.Unlock()
+			if busy {
+				return true
+			}
+		}
+		return false
+	})
 	// Every echo stream has its first half back: they are all live.
 	for i, pc := range pcs {
 		waitFor(t, func() bool {

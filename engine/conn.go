@@ -114,13 +114,14 @@ func (c *Conn) Path() string {
 
 // handshake is what a connection needs only until it is open.
 type handshake struct {
-	pending []byte    // a request or response that arrived in pieces
-	routes  *Listener // server: where the request path leads
-	handler Handler   // client: the stage to start once upgraded
-	key     [24]byte  // client: our Sec-WebSocket-Key
-	path    string    // server: the request path, during the Handler call
-	start   time.Time // accept or dial: upgrade deadlines count from here
-	sniffed bool      // server: the first byte chose TLS or plain (tls.go)
+	pending []byte      // a request or response that arrived in pieces
+	routes  *Listener   // server: where the request path leads
+	handler Handler     // client: the stage to start once upgraded
+	onFail  func(error) // client: told if the connection ends before that
+	key     [24]byte    // client: our Sec-WebSocket-Key
+	path    string      // server: the request path, during the Handler call
+	start   time.Time   // accept or dial: upgrade deadlines count from here
+	sniffed bool        // server: the first byte chose TLS or plain (tls.go)
 }
 
 func (c *Conn) setDeadline(d time.Duration) {
@@ -316,6 +317,7 @@ func (c *Conn) onClose(netpoll.Connection) error {
 		}
 	}
 	c.setDeadline(0)
+	hs := c.hs
 	c.hs = nil
 	if c.tls != nil {
 		c.tls.close()
@@ -324,6 +326,8 @@ func (c *Conn) onClose(netpoll.Connection) error {
 	c.stage = nil
 	if stage != nil {
 		stage.Closed(c, c.err)
+	} else if hs != nil && hs.onFail != nil {
+		hs.onFail(c.err)
 	}
 	c.ticket.Release()
 	c.mu.Unlock()

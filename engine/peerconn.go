@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -128,7 +129,7 @@ func (h *Host) DialPeer(addr ma.Multiaddr, opt DialOptions, ready func(*PeerConn
 		opt.Trace.Start = now()
 	}
 	tcp := make(chan time.Time, 1)
-	_, err = h.eng.Dial(addr, opt.Path, func(c *Conn) Stage {
+	_, err = h.eng.DialWith(addr, opt.Path, func(c *Conn) Stage {
 		pc.c = c
 		if tr := pc.up.trace; tr != nil {
 			tr.Upgrade = now()
@@ -138,6 +139,10 @@ func (h *Host) DialPeer(addr ma.Multiaddr, opt DialOptions, ready func(*PeerConn
 		pc.writeRaw(d.Start(nil))
 		pc.schedule()
 		return pc
+	}, func(err error) {
+		if ready != nil {
+			ready(nil, fmt.Errorf("engine: connection ended before the WebSocket upgrade: %w", err))
+		}
 	})
 	if opt.Trace != nil {
 		tcp <- now()

@@ -142,3 +142,24 @@ func TestScaleIdleLibp2pGoroutinesFlat(t *testing.T) {
 	t.Logf("2000 idle libp2p connections: goroutines %d -> %d", before, after)
 	runtime.KeepAlive(conns)
 }
+
+// A dial whose upgrade is refused reports it: DialPeer's ready gets the
+// error instead of never being called.
+func TestDialPeerReportsRefusedUpgrade(t *testing.T) {
+	_, l, _ := startEcho(t, Config{}) // raw echo on /echo only: "/" is 404
+	e := New(Config{Logger: quiet})
+	defer e.Close()
+	cli, _ := NewHost(e, HostConfig{})
+	ready := make(chan error, 1)
+	if _, err := cli.DialPeer(l.Addr(), DialOptions{}, func(pc *PeerConn, err error) { ready <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ready:
+		if err == nil {
+			t.Fatal("refused upgrade reported as success")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("refused upgrade never reported")
+	}
+}

@@ -99,11 +99,11 @@ func (cl *client) dial(st stack, tg target, ready func(conn, *engine.Trace, erro
 	}
 	start := time.Now()
 	rs := &rawStage{}
-	_, err := cl.eng.Dial(tg.addr, tg.echoPath, func(c *engine.Conn) engine.Stage {
+	_, err := cl.eng.DialWith(tg.addr, tg.echoPath, func(c *engine.Conn) engine.Stage {
 		tr := &engine.Trace{Start: start, TCP: start, Upgrade: time.Now()}
 		ready(conn{ws: c, raw: rs}, tr, nil)
 		return rs
-	})
+	}, func(err error) { ready(conn{}, nil, err) })
 	if err != nil {
 		ready(conn{}, nil, err)
 	}

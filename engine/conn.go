@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -122,6 +123,7 @@ type handshake struct {
 	path    string      // server: the request path, during the Handler call
 	start   time.Time   // accept or dial: upgrade deadlines count from here
 	sniffed bool        // server: the first byte chose TLS or plain (tls.go)
+	client  netip.Addr  // server: the client behind a trusted proxy, if any
 }
 
 func (c *Conn) setDeadline(d time.Duration) {

@@ -3,6 +3,8 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -49,6 +51,7 @@ type PeerConn struct {
 	client       bool
 	inboundPings uint8         // live inbound ping streams (MaxInboundPings)
 	negotiating  []*negotiator // inbound streams choosing a protocol
+	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
 }
 
 // upgrade is what a connection needs only until yamux runs.
@@ -76,6 +79,10 @@ func (h *Host) Handler() Handler {
 			return refused{}
 		}
 		pc := &PeerConn{c: c, h: h, up: &upgrade{deadline: c.handshakeDeadline()}}
+		if c.hs.client.IsValid() {
+			a := c.hs.client
+			pc.proxied = &a
+		}
 		pc.up.lst.Reset(h.secProtos)
 		// Like go-libp2p, send our multistream header at once.
 		pc.writeRaw(pc.up.lst.Start(nil))
@@ -171,11 +178,23 @@ func (pc *PeerConn) RemotePeer() peer.ID { return pc.remote }
 // RemotePublicKey is the peer's identity key.
 func (pc *PeerConn) RemotePublicKey() crypto.PubKey { return pc.rkey }
 
-// RemoteMultiaddr is the peer's observed address, /ip4|ip6/…/tcp/N/ws.
+// RemoteMultiaddr is the peer's observed address, /ip4|ip6/…/tcp/N/ws (or
+// /tls/ws): the TCP peer, or for a connection through a trusted proxy the
+// client the proxy names (with the proxy connection's port, the only one
+// known). Identify reports it as observedAddr.
 func (pc *PeerConn) RemoteMultiaddr() ma.Multiaddr {
-	m, err := manet.FromNetAddr(pc.c.RemoteAddr())
+	na := pc.c.RemoteAddr()
+	if pc.proxied != nil {
+		if tcp, ok := na.(*net.TCPAddr); ok {
+			na = net.TCPAddrFromAddrPort(netip.AddrPortFrom(*pc.proxied, uint16(tcp.Port)))
+		}
+	}
+	m, err := manet.FromNetAddr(na)
 	if err != nil {
 		return nil
+	}
+	if pc.c.tls != nil {
+		return m.Encapsulate(ma.StringCast("/tls/ws"))
 	}
 	return m.Encapsulate(ma.StringCast("/ws"))
 }

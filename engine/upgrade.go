@@ -77,6 +77,9 @@ func (c *Conn) chargeClient(req *codec.Request) error {
 		return nil // charged at accept
 	}
 	client, _ := c.eng.cfg.TrustedProxies.RequestClientAddr(peer, req)
+	if client != peer {
+		c.hs.client = client // the libp2p stage reports it as the observed address
+	}
 	if err := c.eng.adm.AdmitSource(&c.ticket, client, c.eng.cfg.Now()); err != nil {
 		if le, ok := err.(*LimitError); ok {
 			return le.HandshakeError()

@@ -239,13 +239,11 @@ func (pc *PeerConn) Identify(done func(*pb.Identify, error)) {
 		c.finish(nil, err)
 		return
 	}
-	c.timer = time.AfterFunc(DefaultIdentifyTimeout, func() {
-		pc.Do(func() {
-			if c.done != nil {
-				st.Reset()
-				c.finish(st, ErrIdentifyTimeout)
-			}
-		})
+	c.timer = pc.after(DefaultIdentifyTimeout, func() {
+		if c.done != nil {
+			st.Reset()
+			c.finish(st, ErrIdentifyTimeout)
+		}
 	})
 }
 
@@ -254,7 +252,7 @@ type identifyClient struct {
 	done  func(*pb.Identify, error) // nil once called
 	msg   *pb.Identify
 	n     int // messages merged
-	timer *time.Timer
+	timer *streamTimer
 }
 
 func (c *identifyClient) OnData(st *mux.Stream, p []byte) int {
@@ -334,7 +332,7 @@ func (c *identifyClient) finish(_ *mux.Stream, err error) {
 	}
 	c.done = nil
 	if c.timer != nil {
-		c.timer.Stop()
+		c.pc.stopTimer(c.timer)
 	}
 	if err != nil {
 		done(nil, err)

@@ -52,6 +52,46 @@ type PeerConn struct {
 	inboundPings uint8         // live inbound ping streams (MaxInboundPings)
 	negotiating  []*negotiator // inbound streams choosing a protocol
 	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
+	timers       []*streamTimer
+}
+
+// A streamTimer is a deadline of one stream's protocol (a ping stream's
+// idle limit, a request's timeout). It lives in its connection's list and
+// fires from the connection's Tick on the engine's timer wheel, with the
+// connection's lock held: no runtime timer, no goroutine.
+type streamTimer struct {
+	at   time.Time
+	fire func()
+}
+
+// after schedules fire to run d from now, from a callback.
+func (pc *PeerConn) after(d time.Duration, fire func()) *streamTimer {
+	t := &streamTimer{at: pc.c.eng.cfg.Now().Add(d), fire: fire}
+	pc.timers = append(pc.timers, t)
+	pc.schedule()
+	return t
+}
+
+// resetTimer moves t to d from now.
+func (pc *PeerConn) resetTimer(t *streamTimer, d time.Duration) {
+	t.at = pc.c.eng.cfg.Now().Add(d)
+	pc.schedule()
+}
+
+// stopTimer cancels t; stopping a fired or stopped timer does nothing.
+func (pc *PeerConn) stopTimer(t *streamTimer) {
+	for i, x := range pc.timers {
+		if x == t {
+			last := len(pc.timers) - 1
+			pc.timers[i] = pc.timers[last]
+			pc.timers[last] = nil
+			pc.timers = pc.timers[:last]
+			break
+		}
+	}
+	if len(pc.timers) == 0 {
+		pc.timers = nil
+	}
 }
 
 // upgrade is what a connection needs only until yamux runs.
@@ -619,6 +659,7 @@ func (pc *PeerConn) failure(err error) error {
 
 // Closed ends the session and reports to a dialer still waiting.
 func (pc *PeerConn) Closed(c *Conn, err error) {
+	pc.timers = nil
 	if pc.in != nil {
 		pc.c.eng.adm.Budget().PutBuf(pc.in)
 		pc.in = nil
@@ -661,6 +702,9 @@ func (pc *PeerConn) schedule() {
 	for _, ng := range pc.negotiating {
 		at = earliest(at, ng.deadline)
 	}
+	for _, t := range pc.timers {
+		at = earliest(at, t.at)
+	}
 	pc.c.SetDeadline(at)
 }
 
@@ -691,6 +735,16 @@ func (pc *PeerConn) Tick(c *Conn, now time.Time) {
 	}
 	clear(pc.negotiating[len(kept):])
 	pc.negotiating = kept
+	var due []*streamTimer
+	for _, t := range pc.timers {
+		if !now.Before(t.at) {
+			due = append(due, t)
+		}
+	}
+	for _, t := range due {
+		pc.stopTimer(t)
+		t.fire()
+	}
 	if pc.sess != nil {
 		if _, err := pc.sess.Tick(now); err != nil {
 			pc.flush()

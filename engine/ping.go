@@ -67,14 +67,14 @@ func PingStream(pc *PeerConn, st *mux.Stream) mux.Handler {
 		return &pingServer{released: true}
 	}
 	s := &pingServer{pc: pc, st: st}
-	s.timer = time.AfterFunc(pingIdle, s.idle)
+	s.timer = pc.after(pingIdle, s.idle)
 	return s
 }
 
 type pingServer struct {
 	pc    *PeerConn
 	st    *mux.Stream
-	timer *time.Timer
+	timer *streamTimer
 	// mid is how many bytes of the chunk at the head of the receive
 	// buffer have been echoed (0..31). A chunk is started only once it
 	// has arrived whole, so its remaining bytes are always buffered.
@@ -96,7 +96,7 @@ func (s *pingServer) echoable(p []byte) int {
 func (s *pingServer) echo(st *mux.Stream, p []byte) int {
 	n, _ := st.Write(p[:s.echoable(p)])
 	if done := (s.mid + n) / PingSize; done > 0 {
-		s.timer.Reset(pingIdle) // a ping was answered
+		s.pc.resetTimer(s.timer, pingIdle) // a ping was answered
 	}
 	s.mid = (s.mid + n) % PingSize
 	return n
@@ -135,14 +135,12 @@ func (s *pingServer) maybeClose(st *mux.Stream) {
 
 func (s *pingServer) OnReset(*mux.Stream, error) { s.release() }
 
-// idle runs on the timer's goroutine.
+// idle runs when no ping arrived for pingIdle (from the connection's Tick).
 func (s *pingServer) idle() {
-	s.pc.Do(func() {
-		if !s.released {
-			s.st.Reset()
-			s.release()
-		}
-	})
+	if !s.released {
+		s.st.Reset()
+		s.release()
+	}
 }
 
 func (s *pingServer) release() {
@@ -150,7 +148,7 @@ func (s *pingServer) release() {
 		return
 	}
 	s.released = true
-	s.timer.Stop()
+	s.pc.stopTimer(s.timer)
 	releasePing(s.pc)
 }
 
@@ -175,13 +173,11 @@ func (pc *PeerConn) Ping(done func(rtt time.Duration, err error)) {
 	if c.done == nil {
 		return // the write failed
 	}
-	c.timer = time.AfterFunc(DefaultPingTimeout, func() {
-		pc.Do(func() {
-			if c.done != nil {
-				st.Reset()
-				c.finish(0, ErrPingTimeout)
-			}
-		})
+	c.timer = pc.after(DefaultPingTimeout, func() {
+		if c.done != nil {
+			st.Reset()
+			c.finish(0, ErrPingTimeout)
+		}
 	})
 }
 
@@ -192,7 +188,7 @@ type pingClient struct {
 	nsent int // bytes of sent written so far
 	got   int // bytes of the echo checked so far
 	start time.Time
-	timer *time.Timer
+	timer *streamTimer
 }
 
 func (c *pingClient) write(st *mux.Stream) {
@@ -247,7 +243,7 @@ func (c *pingClient) finish(rtt time.Duration, err error) {
 	}
 	c.done = nil
 	if c.timer != nil {
-		c.timer.Stop()
+		c.pc.stopTimer(c.timer)
 	}
 	done(rtt, err)
 }

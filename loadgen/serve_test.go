@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/engine/conformance"
+	"github.com/swarmgate/swarmgate/mux"
 )
 
 // buildLoadgen compiles this command once per test binary.
@@ -110,4 +113,129 @@ func TestServeConformance(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not exit after SIGTERM")
 	}
+}
+
+// startServe runs the built loadgen serve with args and returns it with its
+// first listen address.
+func startServe(t *testing.T, bin string, args ...string) (*exec.Cmd, ma.Multiaddr) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() {
+		t.Fatal("serve printed no listen address")
+	}
+	go io.Copy(io.Discard, stdout)
+	return cmd, ma.StringCast(lines.Text())
+}
+
+// SIGTERM with 1,000 connected libp2p clients mid-stream: the streams
+// finish, every client sees GoAway and an orderly close, and the process
+// exits 0 within the drain deadline.
+func TestServeDrainOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 connections")
+	}
+	bin := buildLoadgen(t)
+	cmd, addr := startServe(t, bin, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-drain-timeout", "20s")
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := engine.New(engine.Config{Logger: quiet})
+	defer e.Close()
+	h, _ := engine.NewHost(e, engine.HostConfig{})
+	const n = 1000
+	half := make([]byte, 1000)
+	conns, err := openPeers(h, addr, n, 64, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type echo struct {
+		st  *mux.Stream
+		got int
+		fin chan error
+		pc  *engine.PeerConn
+	}
+	echoes := make([]*echo, n)
+	for i, pc := range conns {
+		ec := &echo{fin: make(chan error, 1), pc: pc}
+		echoes[i] = ec
+		var oerr error
+		pc.Do(func() {
+			ec.st, oerr = pc.OpenStream(engine.ProtoEcho, &streamHandler{
+				data:  func(_ *mux.Stream, p []byte) int { ec.got += len(p); return len(p) },
+				fin:   func(*mux.Stream) { ec.fin <- nil },
+				reset: func(_ *mux.Stream, err error) { ec.fin <- err },
+			})
+			if oerr == nil {
+				ec.st.Write(half)
+			}
+		})
+		if oerr != nil {
+			t.Fatal(oerr)
+		}
+	}
+	// Every stream is live on the server: its first half is echoed back.
+	wait := time.Now().Add(20 * time.Second)
+	for _, ec := range echoes {
+		for {
+			var got int
+			ec.pc.Do(func() { got = ec.got })
+			if got == len(half) {
+				break
+			}
+			if time.Now().After(wait) {
+				t.Fatal("first halves not echoed")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	// Every client hears GoAway while its stream is still open.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, ec := range echoes {
+		for {
+			var goaway bool
+			ec.pc.Do(func() { goaway = ec.pc.Session().RemoteGoAway() })
+			if goaway {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a client never heard GoAway")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// The streams finish: second half, FIN, the whole echo back.
+	for _, ec := range echoes {
+		ec.pc.Do(func() {
+			ec.st.Write(half)
+			ec.st.CloseWrite()
+		})
+	}
+	for i, ec := range echoes {
+		select {
+		case err := <-ec.fin:
+			if err != nil || ec.got != 2*len(half) {
+				t.Fatalf("stream %d: %d of %d bytes echoed, %v", i, ec.got, 2*len(half), err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("stream %d did not finish", i)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not exit within the drain deadline")
+	}
+	t.Logf("1,000 connections drained, process exited 0 in %v", time.Since(start).Round(time.Millisecond))
 }

@@ -49,6 +49,11 @@ type HostConfig struct {
 	AgentVersion string
 	// NegotiationTimeout bounds per-stream protocol negotiation.
 	NegotiationTimeout time.Duration
+	// IdleTimeout closes a libp2p connection (yamux GoAway, then WebSocket
+	// 1000) once it has had no stream for this long. Zero keeps idle
+	// connections: a bootstrap node wants them, and yamux keepalive finds
+	// dead peers.
+	IdleTimeout time.Duration
 	// MaxConcurrentUpgrades bounds connections between WebSocket upgrade
 	// and a running yamux session; more are refused with close 1013 (try
 	// again later) before any Noise work.

@@ -53,6 +53,7 @@ type PeerConn struct {
 	negotiating  []*negotiator // inbound streams choosing a protocol
 	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
 	timers       []*streamTimer
+	idleSince    int64 // unix nanos since the session has had no stream; 0 while busy
 }
 
 // A streamTimer is a deadline of one stream's protocol (a ping stream's
@@ -705,6 +706,16 @@ func (pc *PeerConn) schedule() {
 	for _, t := range pc.timers {
 		at = earliest(at, t.at)
 	}
+	if d := pc.h.cfg.IdleTimeout; d > 0 && pc.sess != nil {
+		if pc.sess.NumStreams() > 0 {
+			pc.idleSince = 0
+		} else {
+			if pc.idleSince == 0 {
+				pc.idleSince = pc.c.eng.cfg.Now().UnixNano()
+			}
+			at = earliest(at, time.Unix(0, pc.idleSince).Add(d))
+		}
+	}
 	pc.c.SetDeadline(at)
 }
 
@@ -749,6 +760,12 @@ func (pc *PeerConn) Tick(c *Conn, now time.Time) {
 		if _, err := pc.sess.Tick(now); err != nil {
 			pc.flush()
 			c.protocolFailure(pc.failure(err))
+			return
+		}
+		if d := pc.h.cfg.IdleTimeout; d > 0 && pc.idleSince != 0 && pc.sess.NumStreams() == 0 &&
+			!now.Before(time.Unix(0, pc.idleSince).Add(d)) {
+			c.eng.metrics.failures.WithLabelValues("idle_timeout").Inc()
+			pc.Close() // GoAway, then WebSocket 1000
 			return
 		}
 	}

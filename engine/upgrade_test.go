@@ -163,3 +163,38 @@ func TestDialPeerReportsRefusedUpgrade(t *testing.T) {
 		t.Fatal("refused upgrade never reported")
 	}
 }
+
+// With IdleTimeout, a libp2p connection without a stream for that long is
+// closed (GoAway, then 1000); one with an open stream is kept.
+func TestIdleTimeout(t *testing.T) {
+	e := New(Config{Logger: quiet, Tick: 20 * time.Millisecond})
+	defer e.Close()
+	h, _ := NewHost(e, HostConfig{IdleTimeout: 300 * time.Millisecond})
+	h.Handle(ProtoEcho, EchoStream)
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), Routes{Fallback: h.Handler()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := dialHost(t, h, l.Addr(), DialOptions{})
+	busy := dialHost(t, h, l.Addr(), DialOptions{})
+	col := &collector{done: make(chan error, 1)}
+	busy.Do(func() {
+		if _, err := busy.OpenStream(ProtoEcho, col); err != nil {
+			t.Error(err)
+		}
+	})
+	start := time.Now()
+	waitFor(t, func() bool { return e.OpenConns() == 1 })
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("idle connection closed after %v", took)
+	}
+	if !busy.Do(func() {}) {
+		t.Fatal("the connection with an open stream was closed")
+	}
+	if idle.Do(func() {}) {
+		t.Fatal("the idle connection is still open")
+	}
+	if failureCount(e, "idle_timeout") != 1 {
+		t.Fatal("idle close not counted")
+	}
+}

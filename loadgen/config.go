@@ -89,7 +89,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Var(&c.LimitExempt, "limit-exempt", "CIDR or address free of the per-IP, per-subnet and rate limits, e.g. a carrier-grade NAT or a monitoring host (repeatable)")
 	fs.Var(&c.TrustedProxies, "trusted-proxy", "CIDR or address of a proxy whose X-Forwarded-For / Forwarded / X-Real-IP is believed (repeatable; default: none, headers ignored)")
 
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close a connection after this long without traffic (0: idle connections are kept)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close a libp2p connection after this long without a stream (GoAway, then close 1000; 0: idle connections are kept)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM/SIGINT, how long open connections get to finish (GoAway, close 1001) before they are cut")
 	return c
 }

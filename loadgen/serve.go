@@ -65,7 +65,7 @@ func serve(args []string) error {
 			return err
 		}
 	}
-	host, err := engine.NewHost(e, engine.HostConfig{Key: key, InsecurePlaintext: cfg.InsecurePlaintext, Mux: limits.MuxConfig(mux.Config{})})
+	host, err := engine.NewHost(e, engine.HostConfig{Key: key, InsecurePlaintext: cfg.InsecurePlaintext, Mux: limits.MuxConfig(mux.Config{}), IdleTimeout: cfg.IdleTimeout})
 	if err != nil {
 		return err
 	}

@@ -200,6 +200,13 @@ func New(cfg Config) *Engine {
 // ErrClosed reports use of an engine after Close.
 var ErrClosed = errors.New("engine: closed")
 
+// SetLimits replaces the admission limits in force (see
+// Admission.SetLimits); connections already admitted are kept.
+func (e *Engine) SetLimits(l Limits) { e.adm.SetLimits(l) }
+
+// Limits returns the admission limits in force.
+func (e *Engine) Limits() Limits { return e.adm.Limits() }
+
 // OpenConns is the number of connections currently open in both roles.
 func (e *Engine) OpenConns() int64 { return e.open.Load() }
 

@@ -188,7 +188,7 @@ func (l Limits) MuxConfig(base mux.Config) mux.Config {
 // for concurrent use: the total is an atomic counter, per-source state
 // lives in sharded maps under short mutex sections.
 type Admission struct {
-	lim     Limits
+	lim     atomic.Pointer[Limits] // replaced whole by SetLimits
 	total   atomic.Int64
 	budget  *MemoryBudget
 	seed    uint64
@@ -219,8 +219,10 @@ type source struct {
 // NewAdmission applies lim's defaults and registers the limit metrics on
 // reg when it is not nil.
 func NewAdmission(lim Limits, reg prometheus.Registerer) *Admission {
-	a := &Admission{lim: lim.withDefaults(), seed: rand.Uint64() | 1}
-	a.budget = NewMemoryBudget(a.lim.MemoryBudget)
+	a := &Admission{seed: rand.Uint64() | 1}
+	l := lim.withDefaults()
+	a.lim.Store(&l)
+	a.budget = NewMemoryBudget(l.MemoryBudget)
 	for i := range a.shards {
 		a.shards[i].src = make(map[srcKey]*source)
 		a.shards[i].subnets = make(map[srcKey]int32)
@@ -230,7 +232,17 @@ func NewAdmission(lim Limits, reg prometheus.Registerer) *Admission {
 }
 
 // Limits returns the limits in force, defaults applied.
-func (a *Admission) Limits() Limits { return a.lim }
+func (a *Admission) Limits() Limits { return *a.lim.Load() }
+
+// SetLimits replaces the limits in force (SIGHUP in loadgen serve). What
+// sources hold now is kept: a lower per-source limit refuses their next
+// connection, it closes none; a new rate applies to sources first seen
+// after the change; the memory budget's size changes at once.
+func (a *Admission) SetLimits(lim Limits) {
+	l := lim.withDefaults()
+	a.lim.Store(&l)
+	a.budget.setLimit(l.MemoryBudget)
+}
 
 // Budget is the memory budget buffers reserve against.
 func (a *Admission) Budget() *MemoryBudget { return a.budget }
@@ -268,7 +280,7 @@ func (t *Ticket) Release() {
 			}
 		}
 	}
-	if v6 && a.lim.MaxConnsPerSubnet > 0 {
+	if v6 && a.lim.Load().MaxConnsPerSubnet > 0 {
 		if n := sh.subnets[sub] - 1; n > 0 {
 			sh.subnets[sub] = n
 		} else {
@@ -324,7 +336,8 @@ func (a *Admission) admit(addr netip.Addr, now time.Time) *LimitError {
 	if a.budget.Available() < admitHeadroom {
 		return ErrLimitMemory
 	}
-	if n := a.total.Add(1); a.lim.MaxConns > 0 && n > int64(a.lim.MaxConns) {
+	lim := a.lim.Load()
+	if n := a.total.Add(1); lim.MaxConns > 0 && n > int64(lim.MaxConns) {
 		a.total.Add(-1)
 		return ErrLimitTotal
 	}
@@ -344,10 +357,11 @@ func (a *Admission) exempt(addr netip.Addr) bool {
 	if !addr.IsValid() {
 		return true
 	}
-	if addr.IsLoopback() && !a.lim.LimitLoopback {
+	lim := a.lim.Load()
+	if addr.IsLoopback() && !lim.LimitLoopback {
 		return true
 	}
-	for _, p := range a.lim.Exempt {
+	for _, p := range lim.Exempt {
 		if p.Contains(addr) {
 			return true
 		}
@@ -377,7 +391,7 @@ func (a *Admission) shard(sub srcKey) *admissionShard {
 func (a *Admission) admitSource(addr netip.Addr, now time.Time) *LimitError {
 	key, sub, v6 := a.keys(addr)
 	sh := a.shard(sub)
-	lim := &a.lim
+	lim := a.lim.Load()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	nowNano := now.UnixNano()
@@ -470,24 +484,31 @@ func (a *Admission) Sources() int {
 // Limit. Admission refuses new connections once less than one large buffer
 // is free. Every Reserve or Charge is matched by one Release of the same n.
 type MemoryBudget struct {
-	limit int64
+	limit atomic.Int64
 	used  atomic.Int64
 	fails atomic.Int64
 }
 
 // NewMemoryBudget returns a budget of limit bytes; limit < 0 is unlimited
 // (accounting only).
-func NewMemoryBudget(limit int64) *MemoryBudget { return &MemoryBudget{limit: limit} }
+func NewMemoryBudget(limit int64) *MemoryBudget {
+	b := &MemoryBudget{}
+	b.limit.Store(limit)
+	return b
+}
+
+// setLimit changes the budget's size; what is in use stays charged.
+func (b *MemoryBudget) setLimit(limit int64) { b.limit.Store(limit) }
 
 // Reserve takes n bytes if they fit, and reports whether they did.
 func (b *MemoryBudget) Reserve(n int) bool {
-	if b.limit < 0 {
+	if b.limit.Load() < 0 {
 		b.used.Add(int64(n))
 		return true
 	}
 	for {
 		u := b.used.Load()
-		if u+int64(n) > b.limit {
+		if u+int64(n) > b.limit.Load() {
 			b.fails.Add(1)
 			return false
 		}
@@ -507,14 +528,14 @@ func (b *MemoryBudget) Release(n int) { b.used.Add(-int64(n)) }
 func (b *MemoryBudget) Used() int64 { return b.used.Load() }
 
 // Limit is the budget in bytes (negative: unlimited).
-func (b *MemoryBudget) Limit() int64 { return b.limit }
+func (b *MemoryBudget) Limit() int64 { return b.limit.Load() }
 
 // Available is what Reserve could still take (MaxInt64 when unlimited).
 func (b *MemoryBudget) Available() int64 {
-	if b.limit < 0 {
+	if b.limit.Load() < 0 {
 		return 1<<63 - 1
 	}
-	return b.limit - b.used.Load()
+	return b.limit.Load() - b.used.Load()
 }
 
 // Failures counts refused reservations.
@@ -630,7 +651,7 @@ func newLimitMetrics(reg prometheus.Registerer, a *Admission) *limitMetrics {
 			func() float64 { return float64(a.Sources()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "swarmgate_limit_max_connections", Help: "MaxConns in force (negative: unlimited)."},
-			func() float64 { return float64(a.lim.MaxConns) }),
+			func() float64 { return float64(a.lim.Load().MaxConns) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "swarmgate_memory_budget_bytes", Help: "Byte budget for engine buffers (negative: unlimited)."},
 			func() float64 { return float64(b.Limit()) }),

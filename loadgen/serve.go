@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -114,6 +115,29 @@ func serve(args []string) error {
 		defer srv.Shutdown(context.Background())
 		log.Info("metrics", "metrics_url", "http://"+ln.Addr().String()+"/metrics")
 	}
+	// SIGHUP re-reads the flags and the -config file and applies the new
+	// limits (the TLS certificate reloader listens for it too).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			fs2 := flag.NewFlagSet("serve", flag.ContinueOnError)
+			fs2.SetOutput(io.Discard)
+			fresh := serveFlags(fs2)
+			if err := parseServeConfig(fs2, fresh, args); err != nil {
+				log.Error("SIGHUP: configuration not reloaded", "err", err)
+				continue
+			}
+			l, err := fresh.limits()
+			if err != nil {
+				log.Error("SIGHUP: limits not reloaded", "err", err)
+				continue
+			}
+			e.SetLimits(l)
+			log.Info("SIGHUP: limits reloaded", "max_conns", l.MaxConns, "max_conns_per_ip", l.MaxConnsPerIP)
+		}
+	}()
 	<-ctx.Done()
 	stop() // restore default signal handling
 	// A second SIGINT or SIGTERM cuts the drain short.

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -238,4 +241,78 @@ func TestServeDrainOnSIGTERM(t *testing.T) {
 		t.Fatal("serve did not exit within the drain deadline")
 	}
 	t.Logf("1,000 connections drained, process exited 0 in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// SIGHUP re-reads the -config file: a lower max-conns takes effect for new
+// connections (refused at accept, counted), existing ones keep working.
+func TestServeSIGHUPReloadsLimits(t *testing.T) {
+	bin := buildLoadgen(t)
+	cfgFile := filepath.Join(t.TempDir(), "serve.json")
+	write := func(maxConns int) {
+		b, _ := json.Marshal(map[string]any{"listen": []string{"/ip4/127.0.0.1/tcp/0/ws"}, "ws-echo": "/echo", "metrics": "127.0.0.1:0", "max-conns": maxConns})
+		if err := os.WriteFile(cfgFile, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(100)
+	cmd := exec.Command(bin, "serve", "-config", cfgFile)
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	murl := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`metrics_url=(\S+)`)
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			if m := re.FindStringSubmatch(s.Text()); m != nil {
+				murl <- m[1]
+			}
+		}
+	}()
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() {
+		t.Fatal("no listen address")
+	}
+	na, _ := manet.ToNetAddr(ma.StringCast(lines.Text()).Decapsulate(ma.StringCast("/ws")))
+	url := <-murl
+	dial := func() (*websocket.Conn, error) {
+		c, _, err := websocket.DefaultDialer.Dial("ws://"+na.String()+"/echo", nil)
+		return c, err
+	}
+	var held []*websocket.Conn
+	for i := 0; i < 3; i++ {
+		c, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	write(3)
+	cmd.Process.Signal(syscall.SIGHUP)
+	gauge := func() float64 {
+		v, _ := scrapeGauge(url, "swarmgate_limit_max_connections")
+		return v
+	}
+	for deadline := time.Now().Add(5 * time.Second); gauge() != 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("max connections still %v after SIGHUP", gauge())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c, err := dial(); err == nil {
+		c.Close()
+		t.Fatal("a fourth connection was admitted under max-conns 3")
+	}
+	for i, c := range held {
+		if err := c.WriteMessage(websocket.BinaryMessage, []byte("still here")); err != nil {
+			t.Fatalf("connection %d after reload: %v", i, err)
+		}
+		if _, msg, err := c.ReadMessage(); err != nil || string(msg) != "still here" {
+			t.Fatalf("connection %d after reload: %q %v", i, msg, err)
+		}
+	}
 }

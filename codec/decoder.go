@@ -38,11 +38,12 @@ const (
 // Next (or the Decoder's own buffer for a control frame that arrived in
 // pieces) and is valid until the next call to Next.
 type Event struct {
-	Kind    EventKind
-	Op      Opcode // the message's opcode (OpText or OpBinary) for EventData
-	End     bool   // EventData: the message ends with this piece
-	Code    CloseCode
-	Payload []byte
+	Kind     EventKind
+	Op       Opcode // the message's opcode (OpText or OpBinary) for EventData
+	End      bool   // EventData: the message ends with this piece
+	FrameEnd bool   // EventData: the frame ends with this piece
+	Code     CloseCode
+	Payload  []byte
 }
 
 // Decoder turns the inbound bytes of a WebSocket connection into events,
@@ -209,6 +210,7 @@ func (d *Decoder) data(b []byte) (Event, int, error) {
 	if d.left == 0 {
 		d.inFrame = false
 		ev.End = d.frame.Fin
+		ev.FrameEnd = true
 	}
 	if d.msgOp == OpText {
 		// "When an endpoint is to interpret a byte stream as UTF-8 but finds
@@ -222,7 +224,7 @@ func (d *Decoder) data(b []byte) (Event, int, error) {
 		d.msgOp = 0
 		d.msgLen = 0
 	}
-	if len(p) == 0 && !ev.End {
+	if len(p) == 0 && !ev.FrameEnd {
 		ev.Kind = EventNone
 	}
 	return ev, len(p), nil

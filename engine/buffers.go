@@ -1,6 +1,18 @@
 package engine
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Pool accounting for /metrics: buffers of each class out on loan, and
+// allocations past the largest class.
+var (
+	smallOut, largeOut atomic.Int64
+	oversize           atomic.Int64
+)
+
+func borrowedBytes() int64 { return smallOut.Load()*smallBuf + largeOut.Load()*largeBuf }
 
 // Outbound bytes of one processing pass are gathered in a pooled buffer and
 // written with one system call; the buffer goes back to its pool as soon as
@@ -21,10 +33,13 @@ var (
 func getBuf(n int) []byte {
 	switch {
 	case n <= smallBuf:
+		smallOut.Add(1)
 		return smallPool.Get().(*[smallBuf]byte)[:0]
 	case n <= largeBuf:
+		largeOut.Add(1)
 		return largePool.Get().(*[largeBuf]byte)[:0]
 	}
+	oversize.Add(1)
 	return make([]byte, 0, n)
 }
 
@@ -33,8 +48,10 @@ func getBuf(n int) []byte {
 func putBuf(b []byte) {
 	switch cap(b) {
 	case smallBuf:
+		smallOut.Add(-1)
 		smallPool.Put((*[smallBuf]byte)(b[:smallBuf]))
 	case largeBuf:
+		largeOut.Add(-1)
 		largePool.Put((*[largeBuf]byte)(b[:largeBuf]))
 	}
 }

@@ -82,9 +82,30 @@ type Conn struct {
 	// closing TCP is left to unlock: netpoll runs close callbacks, which
 	// take mu, synchronously inside Close.
 	closeTCP bool
+	// gauge is 1 + the connState series this connection is counted in
+	// (state*2 + transport), 0 when none.
+	gauge int8
 	// ticket is the connection's admission claim (server role), released
 	// in onClose.
 	ticket Ticket
+}
+
+// count moves the connection to state's gauge (0 handshake, 1 open,
+// 2 closing, -1 none), under transport ws or wss.
+func (c *Conn) count(state int8) {
+	m := c.eng.metrics
+	if g := c.gauge - 1; g >= 0 {
+		m.connState[g/2][g%2].Dec()
+	}
+	c.gauge = 0
+	if state >= 0 {
+		var tr int8
+		if c.tls != nil {
+			tr = 1
+		}
+		c.gauge = 1 + state*2 + tr
+		m.connState[state][tr].Inc()
+	}
 }
 
 // unlock releases the connection's lock and then closes TCP if the locked
@@ -242,6 +263,11 @@ func (c *Conn) input(b []byte) {
 func (c *Conn) event(ev codec.Event) {
 	switch ev.Kind {
 	case codec.EventData:
+		m := c.eng.metrics
+		m.layerBytes[0][0].Add(float64(len(ev.Payload)))
+		if ev.FrameEnd {
+			m.frames[0][0].Inc()
+		}
 		if c.state != stateOpen {
 			return // after our Close: "discard any more data" (RFC 6455 §1.4)
 		}
@@ -319,6 +345,7 @@ func (c *Conn) onClose(netpoll.Connection) error {
 		}
 	}
 	c.setDeadline(0)
+	c.count(-1)
 	hs := c.hs
 	c.hs = nil
 	if c.tls != nil {
@@ -343,6 +370,7 @@ func (c *Conn) sendClose(code codec.CloseCode, reason string) {
 	c.writeFrame(true, codec.OpClose, codec.AppendCloseBody(body[:0], code, reason))
 	codeCounter(&c.eng.metrics.codeLabels, c.eng.metrics.closeSent, closeLabel(code)).Inc()
 	c.state = stateClosing
+	c.count(2)
 }
 
 // WriteMessage queues p as one message. The engine flushes when the callback
@@ -398,6 +426,10 @@ func (c *Conn) reserveFrame(fin bool, op codec.Opcode, n int) ([]byte, frameSlot
 		h.Masked = true
 		h.Key = codec.NewMaskKey()
 		slot.key, slot.masked = h.Key, true
+	}
+	if !op.IsControl() {
+		c.eng.metrics.frames[0][1].Inc()
+		c.eng.metrics.layerBytes[0][1].Add(float64(n))
 	}
 	size := codec.HeaderSize(h.Length, h.Masked) + n
 	if c.out != nil && len(c.out)+size > cap(c.out) && size <= largeBuf {

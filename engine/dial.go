@@ -49,6 +49,7 @@ func (e *Engine) DialWith(addr ma.Multiaddr, path string, h Handler, onFail func
 	dropReadBuffer(nc)
 	c.mu.Lock()
 	c.setDeadline(e.cfg.HandshakeTimeout)
+	c.count(0)
 	var req [512]byte
 	out := codec.AppendRequest(req[:0], a.hostHeader(), path, c.hs.key[:])
 	c.writeRaw(out)

@@ -295,6 +295,7 @@ func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 	dropReadBuffer(nc)
 	c.mu.Lock()
 	c.setDeadline(e.cfg.HandshakeTimeout)
+	c.count(0)
 	c.mu.Unlock()
 	// A read callback bound to c costs one small closure; a context value
 	// carrying c would cost more per connection.

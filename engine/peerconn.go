@@ -107,6 +107,18 @@ type upgrade struct {
 	usePlain bool
 	ready    func(*PeerConn, error)
 	trace    *Trace
+	phaseAt  time.Time // server: when the current phase began
+}
+
+// phaseDone times the phase that just ended (server side) and starts the
+// next.
+func (pc *PeerConn) phaseDone(name string) {
+	if pc.client || pc.up == nil {
+		return
+	}
+	now := pc.c.eng.cfg.Now()
+	pc.c.eng.metrics.upgradePhase.WithLabelValues(name).Observe(now.Sub(pc.up.phaseAt).Seconds())
+	pc.up.phaseAt = now
 }
 
 // Handler returns the engine Handler that serves libp2p on a listener: use
@@ -119,7 +131,7 @@ func (h *Host) Handler() Handler {
 			c.Close(codec.CloseTryAgainLater, "too many handshakes")
 			return refused{}
 		}
-		pc := &PeerConn{c: c, h: h, up: &upgrade{deadline: c.handshakeDeadline()}}
+		pc := &PeerConn{c: c, h: h, up: &upgrade{deadline: c.handshakeDeadline(), phaseAt: c.eng.cfg.Now()}}
 		if c.hs.client.IsValid() {
 			a := c.hs.client
 			pc.proxied = &a
@@ -382,6 +394,9 @@ func (pc *PeerConn) process(b []byte) (int, error) {
 			return off, err
 		}
 		off += n
+		m := pc.c.eng.metrics
+		m.frames[1][0].Inc()
+		m.layerBytes[1][0].Add(float64(len(pt)))
 		if err := pc.plainInput(pt); err != nil {
 			return off, err
 		}
@@ -452,6 +467,7 @@ func (pc *PeerConn) negotiated() bool {
 }
 
 func (pc *PeerConn) startSecurity() {
+	pc.phaseDone("multistream")
 	up := pc.up
 	if up.trace != nil {
 		up.trace.Multistream = pc.c.eng.cfg.Now()
@@ -474,6 +490,7 @@ func (pc *PeerConn) startSecurity() {
 }
 
 func (pc *PeerConn) startMuxNegotiation() {
+	pc.phaseDone("security")
 	pc.phase = phaseMuxNego
 	if tr := pc.up.trace; tr != nil {
 		tr.Security = pc.c.eng.cfg.Now()
@@ -488,6 +505,14 @@ func (pc *PeerConn) startMuxNegotiation() {
 }
 
 func (pc *PeerConn) startMux() {
+	if pc.phase == phaseMuxNego {
+		pc.phaseDone("muxer")
+	} else {
+		pc.phaseDone("security") // muxer agreed inside the handshake
+	}
+	if !pc.client {
+		pc.c.eng.metrics.upgradeResult.WithLabelValues("ok").Inc()
+	}
 	cfg := pc.h.cfg.Mux
 	cfg.OnStream = pc.onStream
 	now := pc.c.eng.cfg.Now()
@@ -617,6 +642,8 @@ func (pc *PeerConn) writeSecure(pt []byte) {
 			return
 		}
 		c.commitFrame(slot)
+		c.eng.metrics.frames[1][1].Inc()
+		c.eng.metrics.layerBytes[1][1].Add(float64(k))
 		if len(c.out) >= c.eng.cfg.MaxOutbound {
 			c.flush()
 		}
@@ -672,6 +699,12 @@ func (pc *PeerConn) Closed(c *Conn, err error) {
 	if pc.up != nil {
 		if !pc.client {
 			pc.h.upgrading.Add(-1)
+			result := "closed"
+			var pe *codec.ProtocolError
+			if errors.As(err, &pe) {
+				result = pe.Token
+			}
+			c.eng.metrics.upgradeResult.WithLabelValues(result).Inc()
 		}
 		if pc.up.ready != nil {
 			if err == nil {

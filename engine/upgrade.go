@@ -125,6 +125,7 @@ func (c *Conn) clientUpgrade(buf []byte) (int, error) {
 
 func (c *Conn) open(role codec.Role) {
 	c.state = stateOpen
+	c.count(1)
 	c.dec = codec.NewDecoder(role, c.eng.cfg.MaxMessageSize)
 	c.setDeadline(0)
 	c.eng.metrics.upgrades.WithLabelValues("ok").Inc()

@@ -135,7 +135,9 @@ func serve(args []string) error {
 				continue
 			}
 			e.SetLimits(l)
-			log.Info("SIGHUP: limits reloaded", "max_conns", l.MaxConns, "max_conns_per_ip", l.MaxConnsPerIP)
+			in := e.Limits() // defaults applied
+			log.Info("SIGHUP: limits reloaded", "max_conns", in.MaxConns, "max_conns_per_ip", in.MaxConnsPerIP,
+				"max_conns_per_subnet", in.MaxConnsPerSubnet, "conn_rate_per_ip", in.ConnRatePerIP, "memory_budget", in.MemoryBudget)
 		}
 	}()
 	<-ctx.Done()

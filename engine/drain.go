@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/mux"
 )
 
 // Graceful drain, for rolling restarts of a fleet: stop accepting, tell
@@ -158,6 +159,7 @@ func (pc *PeerConn) goingAway(*Conn) bool {
 		return true
 	}
 	if pc.sess.Err() == nil {
+		pc.countGoAway(false, mux.CodeNormal)
 		pc.sess.GoAway() // idempotent
 		pc.flush()
 	}

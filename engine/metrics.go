@@ -33,8 +33,12 @@ type metrics struct {
 	// upgradeResult counts upgrades by outcome.
 	upgradePhase  *prometheus.HistogramVec
 	upgradeResult *prometheus.CounterVec
-	codeLabels    sync.Map // CloseCode -> prometheus.Counter, for closeSent
-	codeLabelsR   sync.Map // for closeRecv
+	// goaway[dir][code]: yamux GoAway frames by direction (0 sent,
+	// 1 received) and code (0 normal, 1 protocol error, 2 internal error,
+	// 3 any other code a peer sends).
+	goaway      [2][4]prometheus.Counter
+	codeLabels  sync.Map // CloseCode -> prometheus.Counter, for closeSent
+	codeLabelsR sync.Map // for closeRecv
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -85,6 +89,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"phase"})
 	m.upgradeResult = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "swarmgate_libp2p_upgrades_total", Help: "libp2p upgrades (WebSocket to running yamux) by result: ok, or the failure."}, []string{"result"})
+	goaway := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "swarmgate_yamux_goaway_total", Help: "yamux GoAway frames by direction and code (normal, protocol_error, internal_error, other)."}, []string{"dir", "code"})
+	for i, dir := range []string{"sent", "received"} {
+		for j, code := range []string{"normal", "protocol_error", "internal_error", "other"} {
+			m.goaway[i][j] = goaway.WithLabelValues(dir, code)
+		}
+	}
 	pool := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "swarmgate_buffer_pool_borrowed_bytes", Help: "Bytes of pooled buffers currently borrowed by connections (both size classes)."},
@@ -94,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			func() float64 { return float64(oversize.Load()) }),
 	}
 	if reg != nil {
-		for _, c := range append(pool, connState, frames, layerBytes, m.upgradePhase, m.upgradeResult) {
+		for _, c := range append(pool, connState, frames, layerBytes, m.upgradePhase, m.upgradeResult, goaway) {
 			reg.MustRegister(c)
 		}
 		for _, c := range []prometheus.Collector{m.connsOpen, m.accepted, m.dialed, m.upgrades, m.closeSent, m.closeRecv, m.failures, m.bytesIn, m.bytesOut, m.simdImpl, m.peers} {

@@ -4,9 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	ma "github.com/multiformats/go-multiaddr"
 )
 
 // value sums the samples of family name whose labels include all of want.
@@ -93,5 +93,9 @@ func TestMetricFamiliesCount(t *testing.T) {
 	waitFor(t, func() bool { return e.OpenConns() == 0 })
 	if v := value(t, reg, "swarmgate_connections"); v != 0 {
 		t.Errorf("connections gauge %v after every connection ended", v)
+	}
+	// The client's Close sent GoAway(normal), which the server received.
+	if v := value(t, reg, "swarmgate_yamux_goaway_total", "dir=received", "code=normal"); v != 1 {
+		t.Errorf("server received %v normal GoAways, want 1", v)
 	}
 }

@@ -49,6 +49,8 @@ type PeerConn struct {
 	hdrN         uint8
 	phase        phase
 	client       bool
+	goawaySent   bool // counted in swarmgate_yamux_goaway_total
+	goawayRecv   bool
 	inboundPings uint8         // live inbound ping streams (MaxInboundPings)
 	negotiating  []*negotiator // inbound streams choosing a protocol
 	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
@@ -108,6 +110,20 @@ type upgrade struct {
 	ready    func(*PeerConn, error)
 	trace    *Trace
 	phaseAt  time.Time // server: when the current phase began
+}
+
+// countGoAway records a yamux GoAway once per direction.
+func (pc *PeerConn) countGoAway(received bool, code mux.Code) {
+	seen := &pc.goawaySent
+	dir := 0
+	if received {
+		seen, dir = &pc.goawayRecv, 1
+	}
+	if *seen {
+		return
+	}
+	*seen = true
+	pc.c.eng.metrics.goaway[dir][min(int(code), 3)].Inc()
 }
 
 // phaseDone times the phase that just ended (server side) and starts the
@@ -319,6 +335,7 @@ func (pc *PeerConn) maxOutput() int {
 // Close ends the session with GoAway and closes the WebSocket.
 func (pc *PeerConn) Close() {
 	if pc.sess != nil {
+		pc.countGoAway(false, mux.CodeNormal)
 		pc.sess.Close(mux.CodeNormal)
 		pc.flush()
 	}
@@ -591,6 +608,9 @@ func (pc *PeerConn) plainInput(pt []byte) error {
 			return err
 		}
 		pc.hdrN = uint8(copy(pc.hdr[:], pt[n:]))
+		if pc.sess.RemoteGoAway() {
+			pc.countGoAway(true, mux.CodeNormal)
+		}
 		return nil
 	}
 	return nil
@@ -681,6 +701,7 @@ func (pc *PeerConn) failure(err error) error {
 		token = mse.Reason()
 	case errors.As(err, &me):
 		token = "yamux_" + me.Reason
+		pc.countGoAway(me.Remote, me.Code)
 	}
 	return &codec.ProtocolError{Code: codec.ClosePolicyViolation, Token: token}
 }

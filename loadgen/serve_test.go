@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -291,6 +293,31 @@ func TestServeSIGHUPReloadsLimits(t *testing.T) {
 		defer c.Close()
 		held = append(held, c)
 	}
+	// Load across the reload: each held connection echoes continuously.
+	stopLoad := make(chan struct{})
+	loadErr := make(chan error, len(held))
+	for _, c := range held {
+		go func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stopLoad:
+					loadErr <- nil
+					return
+				default:
+				}
+				msg := []byte(strconv.Itoa(n))
+				if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+					loadErr <- err
+					return
+				}
+				if _, got, err := c.ReadMessage(); err != nil || string(got) != string(msg) {
+					loadErr <- fmt.Errorf("echo %d: %q %v", n, got, err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
 	write(3)
 	cmd.Process.Signal(syscall.SIGHUP)
 	gauge := func() float64 {
@@ -306,6 +333,13 @@ func TestServeSIGHUPReloadsLimits(t *testing.T) {
 	if c, err := dial(); err == nil {
 		c.Close()
 		t.Fatal("a fourth connection was admitted under max-conns 3")
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stopLoad)
+	for range held {
+		if err := <-loadErr; err != nil {
+			t.Fatalf("traffic across the reload: %v", err)
+		}
 	}
 	for i, c := range held {
 		if err := c.WriteMessage(websocket.BinaryMessage, []byte("still here")); err != nil {

@@ -224,6 +224,14 @@ func (c *Conn) onRequest() error {
 		r.Skip(n)
 		return r.Release()
 	}
+	// netpoll reads on while the engine works through a backlog; a peer
+	// that sends faster than it is served is bounded here as in drain.
+	if n > c.inboundLimit() {
+		r.Skip(n)
+		r.Release()
+		c.fail(errInboundFlood, "inbound_flood")
+		return nil
+	}
 	if n > maxPass {
 		n = maxPass
 	}
@@ -501,6 +509,17 @@ type inboundAllowancer interface {
 	inboundAllowance() int
 }
 
+// inboundLimit is how much netpoll may have read ahead of the engine for
+// this connection: MaxInboundBuffered, or what the stage's protocol lets a
+// compliant peer have in flight when that is more.
+func (c *Conn) inboundLimit() int {
+	limit := c.eng.cfg.MaxInboundBuffered
+	if a, ok := c.stage.(inboundAllowancer); ok {
+		limit = max(limit, a.inboundAllowance())
+	}
+	return limit
+}
+
 // drainSlice is how long drain sleeps in poll(2) between checks.
 const drainSlice = 10 * time.Millisecond
 
@@ -509,13 +528,9 @@ const drainSlice = 10 * time.Millisecond
 // cloudwego/netpoll#422), so between waits drain checks how much it has read
 // ahead and cuts a peer that floods while not reading.
 func (c *Conn) drain(rest []byte) error {
-	cfg := &c.eng.cfg
-	deadline := time.Now().Add(cfg.WriteTimeout)
+	deadline := time.Now().Add(c.eng.cfg.WriteTimeout)
 	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
-	limit := cfg.MaxInboundBuffered
-	if a, ok := c.stage.(inboundAllowancer); ok {
-		limit = max(limit, a.inboundAllowance())
-	}
+	limit := c.inboundLimit()
 	for len(rest) > 0 {
 		if c.nc.Reader().Len() > limit {
 			return errInboundFlood

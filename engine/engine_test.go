@@ -517,7 +517,14 @@ func TestBackpressurePeerNeverReads(t *testing.T) {
 	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 64<<20 {
 		t.Fatalf("heap grew by %d MiB while a peer did not read", grew>>20)
 	}
-	waitFor(t, func() bool { return srv.OpenConns() == 0 })
+	// Under heavy load (the race detector on two shared cores) the cut can
+	// reach the client late; the bound above is what matters.
+	for deadline := time.Now().Add(20 * time.Second); srv.OpenConns() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never cut a peer that does not read")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 	if sent >= 256<<20 {
 		t.Fatalf("the server took all %d MiB from a peer that never reads", sent>>20)
 	}

@@ -5,9 +5,6 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -20,7 +17,6 @@ import (
 	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
 	gonoise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	goyamux "github.com/libp2p/go-yamux/v4"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-multistream"
 
 	"github.com/swarmgate/swarmgate/mux"
@@ -188,68 +184,13 @@ func TestGoNoiseDialsOurServer(t *testing.T) {
 }
 
 // Our client role against go-libp2p's noise transport, go-multistream and a
-// go-yamux v4 server behind a gorilla WebSocket server.
+// go-yamux v4 server behind a gorilla WebSocket server, with the muxer
+// inlined in the handshake and negotiated after it.
 func TestOurClientAgainstGoNoiseServer(t *testing.T) {
-	srvKey, _, _ := crypto.GenerateEd25519Key(nil)
-	srvID, _ := peer.IDFromPrivateKey(srvKey)
 	for _, inline := range []bool{true, false} {
 		t.Run("inline="+strconv.FormatBool(inline), func(t *testing.T) {
-			var muxers []tptu.StreamMuxer
-			if inline {
-				muxers = yamuxMuxer
-			}
-			tpt, _ := gonoise.New(gonoise.ID, srvKey, muxers)
 			remote := make(chan peer.ID, 1)
-			up := websocket.Upgrader{}
-			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				wc, err := up.Upgrade(w, r, nil)
-				if err != nil {
-					return
-				}
-				conn := &wsNetConn{Conn: wc}
-				defer conn.Close()
-				msm := multistream.NewMultistreamMuxer[string]()
-				msm.AddHandler(ProtoNoise, nil)
-				if _, _, err := msm.Negotiate(conn); err != nil {
-					return
-				}
-				sc, err := tpt.SecureInbound(context.Background(), conn, "")
-				if err != nil {
-					return
-				}
-				remote <- sc.RemotePeer()
-				if string(sc.ConnState().StreamMultiplexer) != ProtoYamux {
-					mm := multistream.NewMultistreamMuxer[string]()
-					mm.AddHandler(ProtoYamux, nil)
-					if _, _, err := mm.Negotiate(sc); err != nil {
-						return
-					}
-				}
-				sess, err := goyamux.Server(sc, goyamux.DefaultConfig(), nil)
-				if err != nil {
-					return
-				}
-				defer sess.Close()
-				for {
-					s, err := sess.AcceptStream()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer s.Close()
-						sm := multistream.NewMultistreamMuxer[string]()
-						sm.AddHandler(ProtoEcho, nil)
-						if _, _, err := sm.Negotiate(s); err != nil {
-							return
-						}
-						io.Copy(s, s)
-						s.CloseWrite()
-					}()
-				}
-			}))
-			defer hs.Close()
-			port := hs.Listener.Addr().(*net.TCPAddr).Port
-			addr := ma.StringCast("/ip4/127.0.0.1/tcp/" + strconv.Itoa(port) + "/ws")
+			addr, srvID := goYamuxEchoServer(t, 4, inline, remote)
 			pc := dialHost(t, nil, addr, DialOptions{Expect: srvID})
 			if pc.RemotePeer() != srvID {
 				t.Fatalf("remote %s, want %s", pc.RemotePeer(), srvID)

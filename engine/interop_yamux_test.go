@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
 	gonoise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	yamux4 "github.com/libp2p/go-yamux/v4"
 	yamux5 "github.com/libp2p/go-yamux/v5"
@@ -216,7 +217,7 @@ func TestOurMuxClientAgainstGoYamux(t *testing.T) {
 	size := interopMiB() << 20
 	for _, version := range []int{4, 5} {
 		t.Run("v"+strconv.Itoa(version), func(t *testing.T) {
-			addr, srvID := goYamuxEchoServer(t, version)
+			addr, srvID := goYamuxEchoServer(t, version, true, nil)
 			pc := dialHost(t, nil, addr, DialOptions{Expect: srvID})
 			if err := clientEchoStreams(pc, 100, size); err != nil {
 				t.Fatal(err)
@@ -226,11 +227,19 @@ func TestOurMuxClientAgainstGoYamux(t *testing.T) {
 }
 
 // goYamuxEchoServer serves echo streams with go-libp2p noise and go-yamux.
-func goYamuxEchoServer(t *testing.T, version int) (ma.Multiaddr, peer.ID) {
+//
+// inline offers yamux inside the Noise handshake (else it is negotiated
+// with multistream-select afterwards); remote, when set, receives the peer
+// ID each client authenticated as.
+func goYamuxEchoServer(t *testing.T, version int, inline bool, remote chan<- peer.ID) (ma.Multiaddr, peer.ID) {
 	t.Helper()
 	key, _, _ := crypto.GenerateEd25519Key(nil)
 	id, _ := peer.IDFromPrivateKey(key)
-	tpt, _ := gonoise.New(gonoise.ID, key, yamuxMuxer)
+	var muxers []tptu.StreamMuxer
+	if inline {
+		muxers = yamuxMuxer
+	}
+	tpt, _ := gonoise.New(gonoise.ID, key, muxers)
 	up := websocket.Upgrader{}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		wc, err := up.Upgrade(w, r, nil)
@@ -247,6 +256,16 @@ func goYamuxEchoServer(t *testing.T, version int) (ma.Multiaddr, peer.ID) {
 		sc, err := tpt.SecureInbound(context.Background(), conn, "")
 		if err != nil {
 			return
+		}
+		if remote != nil {
+			remote <- sc.RemotePeer()
+		}
+		if string(sc.ConnState().StreamMultiplexer) != ProtoYamux {
+			mm := multistream.NewMultistreamMuxer[string]()
+			mm.AddHandler(ProtoYamux, nil)
+			if _, _, err := mm.Negotiate(sc); err != nil {
+				return
+			}
 		}
 		var accept func() (net.Conn, error)
 		switch version {

@@ -13,17 +13,18 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/multistream"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/security"
 	"github.com/swarmgate/swarmgate/simd"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // BenchmarkFrameParse decodes masked client frames (header, unmask in
 // place, UTF-8 not involved) as the server's WebSocket layer does.
 func BenchmarkFrameParse(b *testing.B) {
 	for _, size := range []int{64, 1024, 16 << 10} {
-		frame := codec.AppendFrame(nil, codec.Client, true, codec.OpBinary, make([]byte, size))
+		frame := ws.AppendFrame(nil, ws.Client, true, ws.OpBinary, make([]byte, size))
 		stream := make([]byte, 0, 64<<10)
 		for len(stream)+len(frame) <= cap(stream) {
 			stream = append(stream, frame...)
@@ -31,7 +32,7 @@ func BenchmarkFrameParse(b *testing.B) {
 		buf := make([]byte, len(stream))
 		b.Run(byteSize(size), func(b *testing.B) {
 			b.SetBytes(int64(len(stream)))
-			d := codec.NewDecoder(codec.Server, 0)
+			d := ws.NewDecoder(ws.Server, 0)
 			for b.Loop() {
 				copy(buf, stream)
 				for p := buf; len(p) > 0; {
@@ -121,14 +122,14 @@ func BenchmarkYamuxHeader(b *testing.B) {
 
 // BenchmarkMultistream parses and appends a protocol proposal.
 func BenchmarkMultistream(b *testing.B) {
-	msg := codec.AppendMultistreamMessage(nil, "/ipfs/id/1.0.0")
+	msg := multistream.AppendMessage(nil, "/ipfs/id/1.0.0")
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
-		text, _, err := codec.ParseMultistreamMessage(msg)
+		text, _, err := multistream.ParseMessage(msg)
 		if err != nil {
 			b.Fatal(err)
 		}
-		msg = codec.AppendMultistreamMessage(msg[:0], string(text))
+		msg = multistream.AppendMessage(msg[:0], string(text))
 	}
 }
 
@@ -169,9 +170,9 @@ func BenchmarkInboundStack(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				return codec.AppendFrame(nil, codec.Client, true, codec.OpBinary, ct)
+				return ws.AppendFrame(nil, ws.Client, true, ws.OpBinary, ct)
 			}
-			deliver := func(wire []byte, d *codec.Decoder) {
+			deliver := func(wire []byte, d *ws.Decoder) {
 				for len(wire) > 0 {
 					ev, n, err := d.Next(wire)
 					if err != nil {
@@ -194,7 +195,7 @@ func BenchmarkInboundStack(b *testing.B) {
 					cli.Input(back, now)
 				}
 			}
-			dec := codec.NewDecoder(codec.Server, 0)
+			dec := ws.NewDecoder(ws.Server, 0)
 			deliver(build(), &dec)
 			frames = build()
 			wire := make([]byte, len(frames))

@@ -11,8 +11,8 @@ import (
 	"github.com/cloudwego/netpoll"
 	"golang.org/x/sys/unix"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/simd"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Stage is the protocol layer above the WebSocket on one connection. The
@@ -22,8 +22,8 @@ type Stage interface {
 	// Data receives a piece of a data message's payload, unmasked. p is
 	// valid only during the call and may be modified. end reports that the
 	// message ends with p. An error fails the connection (close 1011, or the
-	// code of a *codec.ProtocolError).
-	Data(c *Conn, op codec.Opcode, p []byte, end bool) error
+	// code of a *ws.ProtocolError).
+	Data(c *Conn, op ws.Opcode, p []byte, end bool) error
 	// Closed is called once when the connection has ended; err is nil after
 	// a clean close handshake.
 	Closed(c *Conn, err error)
@@ -56,7 +56,7 @@ type Conn struct {
 	nc    netpoll.Connection
 	eng   *Engine
 	stage Stage
-	dec   codec.Decoder
+	dec   ws.Decoder
 
 	// hs is the opening handshake's state, dropped once the connection is
 	// open so an open connection does not carry it.
@@ -78,7 +78,7 @@ type Conn struct {
 	fd    int
 	err   error
 	state connState
-	role  codec.Role
+	role  ws.Role
 	// closing TCP is left to unlock: netpoll runs close callbacks, which
 	// take mu, synchronously inside Close.
 	closeTCP bool
@@ -120,7 +120,7 @@ func (c *Conn) unlock() {
 }
 
 // Role says whether this is the server or the client end.
-func (c *Conn) Role() codec.Role { return c.role }
+func (c *Conn) Role() ws.Role { return c.role }
 
 // RemoteAddr is the peer's TCP address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
@@ -268,9 +268,9 @@ func (c *Conn) input(b []byte) {
 	}
 }
 
-func (c *Conn) event(ev codec.Event) {
+func (c *Conn) event(ev ws.Event) {
 	switch ev.Kind {
-	case codec.EventData:
+	case ws.EventData:
 		m := c.eng.metrics
 		m.layerBytes[0][0].Add(float64(len(ev.Payload)))
 		if ev.FrameEnd {
@@ -282,13 +282,13 @@ func (c *Conn) event(ev codec.Event) {
 		if err := c.stage.Data(c, ev.Op, ev.Payload, ev.End); err != nil {
 			c.protocolFailure(err)
 		}
-	case codec.EventPing:
+	case ws.EventPing:
 		// "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
 		// in response, unless it already received a Close frame" (§5.5.2).
 		if c.state == stateOpen {
-			c.writeFrame(true, codec.OpPong, ev.Payload)
+			c.writeFrame(true, ws.OpPong, ev.Payload)
 		}
-	case codec.EventClose:
+	case ws.EventClose:
 		codeCounter(&c.eng.metrics.codeLabelsR, c.eng.metrics.closeRecv, closeLabel(ev.Code)).Inc()
 		if c.state == stateOpen {
 			// "If an endpoint receives a Close frame and did not previously
@@ -301,8 +301,8 @@ func (c *Conn) event(ev codec.Event) {
 	}
 }
 
-func closeLabel(code codec.CloseCode) uint16 {
-	if code == codec.CloseNoStatus {
+func closeLabel(code ws.CloseCode) uint16 {
+	if code == ws.CloseNoStatus {
 		return 0
 	}
 	return uint16(code)
@@ -311,8 +311,8 @@ func closeLabel(code codec.CloseCode) uint16 {
 // protocolFailure fails the connection: a Close with the error's code, then
 // TCP closes (RFC 6455 §7.1.7).
 func (c *Conn) protocolFailure(err error) {
-	code, token := codec.CloseInternalError, "stage_error"
-	var pe *codec.ProtocolError
+	code, token := ws.CloseInternalError, "stage_error"
+	var pe *ws.ProtocolError
 	if errors.As(err, &pe) {
 		code, token = pe.Code, pe.Token
 	}
@@ -373,9 +373,9 @@ func (c *Conn) onClose(netpoll.Connection) error {
 }
 
 // sendClose queues a Close frame and moves to the closing state.
-func (c *Conn) sendClose(code codec.CloseCode, reason string) {
-	var body [codec.MaxControlPayload]byte
-	c.writeFrame(true, codec.OpClose, codec.AppendCloseBody(body[:0], code, reason))
+func (c *Conn) sendClose(code ws.CloseCode, reason string) {
+	var body [ws.MaxControlPayload]byte
+	c.writeFrame(true, ws.OpClose, ws.AppendCloseBody(body[:0], code, reason))
 	codeCounter(&c.eng.metrics.codeLabels, c.eng.metrics.closeSent, closeLabel(code)).Inc()
 	c.state = stateClosing
 	c.count(2)
@@ -383,13 +383,13 @@ func (c *Conn) sendClose(code codec.CloseCode, reason string) {
 
 // WriteMessage queues p as one message. The engine flushes when the callback
 // returns, or earlier once MaxOutbound bytes are queued.
-func (c *Conn) WriteMessage(op codec.Opcode, p []byte) error {
+func (c *Conn) WriteMessage(op ws.Opcode, p []byte) error {
 	return c.WriteFrame(true, op, p)
 }
 
 // WriteFrame queues one frame of a message (fin false for all but the last
 // fragment, op OpContinuation for all but the first).
-func (c *Conn) WriteFrame(fin bool, op codec.Opcode, p []byte) error {
+func (c *Conn) WriteFrame(fin bool, op ws.Opcode, p []byte) error {
 	if c.state != stateOpen {
 		return ErrConnClosed
 	}
@@ -405,7 +405,7 @@ func (c *Conn) WriteFrame(fin bool, op codec.Opcode, p []byte) error {
 
 // writeFrame encodes a frame into the pass's outbound buffer. In the client
 // role the payload is masked while it is copied.
-func (c *Conn) writeFrame(fin bool, op codec.Opcode, p []byte) {
+func (c *Conn) writeFrame(fin bool, op ws.Opcode, p []byte) {
 	payload, slot := c.reserveFrame(fin, op, len(p))
 	if slot.masked {
 		simd.MaskCopy(slot.key, 0, payload, p)
@@ -427,19 +427,19 @@ type frameSlot struct {
 // copying them in. In the client role commitFrame masks the payload once it
 // is filled. The buffer is flushed first rather than grown past the largest
 // pool class, so outbound bytes never need a fresh large allocation.
-func (c *Conn) reserveFrame(fin bool, op codec.Opcode, n int) ([]byte, frameSlot) {
-	h := codec.Header{Fin: fin, Op: op, Length: int64(n)}
+func (c *Conn) reserveFrame(fin bool, op ws.Opcode, n int) ([]byte, frameSlot) {
+	h := ws.Header{Fin: fin, Op: op, Length: int64(n)}
 	var slot frameSlot
-	if c.role == codec.Client {
+	if c.role == ws.Client {
 		h.Masked = true
-		h.Key = codec.NewMaskKey()
+		h.Key = ws.NewMaskKey()
 		slot.key, slot.masked = h.Key, true
 	}
 	if !op.IsControl() {
 		c.eng.metrics.frames[0][1].Inc()
 		c.eng.metrics.layerBytes[0][1].Add(float64(n))
 	}
-	size := codec.HeaderSize(h.Length, h.Masked) + n
+	size := ws.HeaderSize(h.Length, h.Masked) + n
 	if c.out != nil && len(c.out)+size > cap(c.out) && size <= largeBuf {
 		c.flush()
 	}
@@ -448,7 +448,7 @@ func (c *Conn) reserveFrame(fin bool, op codec.Opcode, n int) ([]byte, frameSlot
 	} else {
 		c.out = grow(c.out, size)
 	}
-	c.out = codec.AppendHeader(c.out, h)
+	c.out = ws.AppendHeader(c.out, h)
 	slot.start = len(c.out)
 	c.out = c.out[:slot.start+n]
 	return c.out[slot.start:], slot
@@ -581,12 +581,12 @@ func (c *Conn) Do(f func(c *Conn)) {
 
 // CloseWith starts the close handshake with code and reason; TCP closes
 // when the peer answers or after CloseTimeout. Safe from any goroutine.
-func (c *Conn) CloseWith(code codec.CloseCode, reason string) {
+func (c *Conn) CloseWith(code ws.CloseCode, reason string) {
 	c.Do(func(c *Conn) { c.Close(code, reason) })
 }
 
 // Close starts the close handshake from inside a callback.
-func (c *Conn) Close(code codec.CloseCode, reason string) {
+func (c *Conn) Close(code ws.CloseCode, reason string) {
 	switch c.state {
 	case stateOpen:
 		c.sendClose(code, reason)

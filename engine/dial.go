@@ -8,7 +8,7 @@ import (
 	"github.com/cloudwego/netpoll"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // DefaultDialTimeout bounds the TCP connect of Dial.
@@ -35,7 +35,7 @@ func (e *Engine) DialWith(addr ma.Multiaddr, path string, h Handler, onFail func
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{nc: nc, eng: e, role: codec.Client, fd: connFD(nc), hs: &handshake{handler: h, onFail: onFail, key: codec.NewKey(), start: e.cfg.Now()}}
+	c := &Conn{nc: nc, eng: e, role: ws.Client, fd: connFD(nc), hs: &handshake{handler: h, onFail: onFail, key: ws.NewKey(), start: e.cfg.Now()}}
 	if a.tls {
 		c.tls = newTLSConn(c)
 		c.tls.tc = tls.Client(c.tls, e.clientTLSConfig(a))
@@ -51,7 +51,7 @@ func (e *Engine) DialWith(addr ma.Multiaddr, path string, h Handler, onFail func
 	c.setDeadline(e.cfg.HandshakeTimeout)
 	c.count(0)
 	var req [512]byte
-	out := codec.AppendRequest(req[:0], a.hostHeader(), path, c.hs.key[:])
+	out := ws.AppendRequest(req[:0], a.hostHeader(), path, c.hs.key[:])
 	c.writeRaw(out)
 	c.flush() // with TLS: queued until the handshake is done
 	c.unlock()

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Graceful drain, for rolling restarts of a fleet: stop accepting, tell
@@ -139,13 +139,13 @@ func (c *Conn) drainStep() (done bool) {
 	c.Do(func(c *Conn) {
 		switch c.state {
 		case stateHandshake:
-			c.Close(codec.CloseGoingAway, drainReason) // before the upgrade: TCP closes
+			c.Close(ws.CloseGoingAway, drainReason) // before the upgrade: TCP closes
 		case stateOpen:
 			if d, ok := c.stage.(drainer); ok && !d.goingAway(c) {
 				done = false
 				return
 			}
-			c.Close(codec.CloseGoingAway, drainReason)
+			c.Close(ws.CloseGoingAway, drainReason)
 		}
 	})
 	return done

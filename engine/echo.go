@@ -1,6 +1,6 @@
 package engine
 
-import "github.com/swarmgate/swarmgate/codec"
+import "github.com/swarmgate/swarmgate/ws"
 
 // Echo is a Handler that sends every message back with its opcode. A message
 // that arrives in one piece is echoed without a copy; one that arrives in
@@ -10,7 +10,7 @@ func Echo(*Conn) Stage { return &echo{} }
 
 type echo struct{ msg []byte }
 
-func (e *echo) Data(c *Conn, op codec.Opcode, p []byte, end bool) error {
+func (e *echo) Data(c *Conn, op ws.Opcode, p []byte, end bool) error {
 	if end && e.msg == nil {
 		return c.WriteMessage(op, p)
 	}

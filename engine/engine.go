@@ -22,8 +22,8 @@ import (
 	"github.com/cloudwego/netpoll"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/simd"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Defaults for Config's zero values. Each bounds what one peer can make the
@@ -65,8 +65,8 @@ const (
 // default.
 type Config struct {
 	HandshakeTimeout   time.Duration // DefaultHandshakeTimeout
-	MaxRequestSize     int           // codec.DefaultMaxRequestSize
-	MaxMessageSize     int64         // codec.DefaultMaxMessageSize
+	MaxRequestSize     int           // ws.DefaultMaxRequestSize
+	MaxMessageSize     int64         // ws.DefaultMaxMessageSize
 	MaxOutbound        int           // DefaultMaxOutbound
 	MaxInboundBuffered int           // DefaultMaxInboundBuffered
 	WriteTimeout       time.Duration // DefaultWriteTimeout
@@ -115,10 +115,10 @@ func (c *Config) setDefaults() {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if c.MaxRequestSize <= 0 {
-		c.MaxRequestSize = codec.DefaultMaxRequestSize
+		c.MaxRequestSize = ws.DefaultMaxRequestSize
 	}
 	if c.MaxMessageSize <= 0 {
-		c.MaxMessageSize = codec.DefaultMaxMessageSize
+		c.MaxMessageSize = ws.DefaultMaxMessageSize
 	}
 	if c.MaxOutbound <= 0 {
 		c.MaxOutbound = DefaultMaxOutbound

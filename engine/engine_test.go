@@ -14,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
+	gobwas "github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/gorilla/websocket"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/swarmgate/swarmgate/codec"
-	"github.com/swarmgate/swarmgate/engine/conformance"
+	"github.com/swarmgate/swarmgate/ws/conformance"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -134,46 +134,46 @@ func TestGorillaClient(t *testing.T) {
 
 func TestGobwasClient(t *testing.T) {
 	_, _, addr := startEcho(t, Config{})
-	conn, _, _, err := ws.Dial(context.Background(), "ws://"+addr+"/echo")
+	conn, _, _, err := gobwas.Dial(context.Background(), "ws://"+addr+"/echo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	for _, n := range echoSizes {
 		msg := bytes.Repeat([]byte{0x5a}, n)
-		if err := wsutil.WriteClientMessage(conn, ws.OpBinary, msg); err != nil {
+		if err := wsutil.WriteClientMessage(conn, gobwas.OpBinary, msg); err != nil {
 			t.Fatal(err)
 		}
 		got, op, err := wsutil.ReadServerData(conn)
-		if err != nil || op != ws.OpBinary || !bytes.Equal(got, msg) {
+		if err != nil || op != gobwas.OpBinary || !bytes.Equal(got, msg) {
 			t.Fatalf("echo %d: op %v len %d err %v", n, op, len(got), err)
 		}
 	}
 	// Fragments with a ping in between, written frame by frame.
-	frames := []ws.Frame{
-		ws.NewFrame(ws.OpText, false, []byte("frag")),
-		ws.NewPingFrame([]byte("mid")),
-		ws.NewFrame(ws.OpContinuation, true, []byte("ment")),
+	frames := []gobwas.Frame{
+		gobwas.NewFrame(gobwas.OpText, false, []byte("frag")),
+		gobwas.NewPingFrame([]byte("mid")),
+		gobwas.NewFrame(gobwas.OpContinuation, true, []byte("ment")),
 	}
 	for _, f := range frames {
-		if err := ws.WriteFrame(conn, ws.MaskFrame(f)); err != nil {
+		if err := gobwas.WriteFrame(conn, gobwas.MaskFrame(f)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f, err := ws.ReadFrame(conn)
-	if err != nil || f.Header.OpCode != ws.OpPong || string(f.Payload) != "mid" {
+	f, err := gobwas.ReadFrame(conn)
+	if err != nil || f.Header.OpCode != gobwas.OpPong || string(f.Payload) != "mid" {
 		t.Fatalf("pong: %+v %v", f.Header, err)
 	}
 	got, op, err := wsutil.ReadServerData(conn)
-	if err != nil || op != ws.OpText || string(got) != "fragment" {
+	if err != nil || op != gobwas.OpText || string(got) != "fragment" {
 		t.Fatalf("fragmented: %q %v %v", got, op, err)
 	}
-	ws.WriteFrame(conn, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye"))))
-	f, err = ws.ReadFrame(conn)
-	if err != nil || f.Header.OpCode != ws.OpClose {
+	gobwas.WriteFrame(conn, gobwas.MaskFrame(gobwas.NewCloseFrame(gobwas.NewCloseFrameBody(gobwas.StatusNormalClosure, "bye"))))
+	f, err = gobwas.ReadFrame(conn)
+	if err != nil || f.Header.OpCode != gobwas.OpClose {
 		t.Fatalf("close echo: %+v %v", f.Header, err)
 	}
-	if code, _ := ws.ParseCloseFrameData(f.Payload); code != ws.StatusNormalClosure {
+	if code, _ := gobwas.ParseCloseFrameData(f.Payload); code != gobwas.StatusNormalClosure {
 		t.Fatalf("close code %d", code)
 	}
 }
@@ -190,7 +190,7 @@ func newRecorder() *recorder {
 	return &recorder{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
 }
 
-func (r *recorder) Data(c *Conn, op codec.Opcode, p []byte, end bool) error {
+func (r *recorder) Data(c *Conn, op ws.Opcode, p []byte, end bool) error {
 	r.cur = append(r.cur, p...)
 	if end {
 		r.msgs <- r.cur
@@ -234,7 +234,7 @@ func TestClientAgainstGorillaServer(t *testing.T) {
 	<-opened
 	for _, n := range echoSizes {
 		msg := bytes.Repeat([]byte{0xa5}, n)
-		conn.Do(func(c *Conn) { c.WriteMessage(codec.OpBinary, msg) })
+		conn.Do(func(c *Conn) { c.WriteMessage(ws.OpBinary, msg) })
 		select {
 		case got := <-rec.msgs:
 			if !bytes.Equal(got, msg) {
@@ -244,7 +244,7 @@ func TestClientAgainstGorillaServer(t *testing.T) {
 			t.Fatalf("no echo of %d bytes", n)
 		}
 	}
-	conn.CloseWith(codec.CloseNormal, "bye")
+	conn.CloseWith(ws.CloseNormal, "bye")
 	select {
 	case err := <-rec.closed:
 		if err != nil {
@@ -278,7 +278,7 @@ func openIdle(t testing.TB, e *Engine, addr ma.Multiaddr, n int) []*Conn {
 	conns := make([]*Conn, 0, n)
 	for i := 0; i < n; i++ {
 		c, err := e.Dial(addr, "/echo", func(c *Conn) Stage {
-			c.WriteMessage(codec.OpBinary, []byte("hello"))
+			c.WriteMessage(ws.OpBinary, []byte("hello"))
 			return &oneEcho{done: done}
 		})
 		if err != nil {
@@ -302,7 +302,7 @@ func openIdle(t testing.TB, e *Engine, addr ma.Multiaddr, n int) []*Conn {
 
 type oneEcho struct{ done chan<- error }
 
-func (o *oneEcho) Data(c *Conn, op codec.Opcode, p []byte, end bool) error {
+func (o *oneEcho) Data(c *Conn, op ws.Opcode, p []byte, end bool) error {
 	if end && o.done != nil {
 		o.done <- nil
 		o.done = nil
@@ -344,7 +344,7 @@ func TestScaleIdleGoroutinesFlat(t *testing.T) {
 // the server and do not delay another client's upgrade.
 func TestSlowUpgradersDoNotBlock(t *testing.T) {
 	srv, _, addr := startEcho(t, Config{})
-	req := codec.AppendRequest(nil, addr, "/echo", []byte("dGhlIHNhbXBsZSBub25jZQ=="))
+	req := ws.AppendRequest(nil, addr, "/echo", []byte("dGhlIHNhbXBsZSBub25jZQ=="))
 	const slow = 500
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -449,18 +449,18 @@ func TestCloseTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, _, _, err := ws.Dial(context.Background(), "ws://"+hostPort(t, l.Addr())+"/hold")
+	nc, _, _, err := gobwas.Dial(context.Background(), "ws://"+hostPort(t, l.Addr())+"/hold")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	sc := <-srvConn
-	sc.CloseWith(codec.CloseGoingAway, "draining")
-	f, err := ws.ReadFrame(nc)
-	if err != nil || f.Header.OpCode != ws.OpClose {
+	sc.CloseWith(ws.CloseGoingAway, "draining")
+	f, err := gobwas.ReadFrame(nc)
+	if err != nil || f.Header.OpCode != gobwas.OpClose {
 		t.Fatalf("want Close, got %+v %v", f.Header, err)
 	}
-	if code, reason := ws.ParseCloseFrameData(f.Payload); code != 1001 || reason != "draining" {
+	if code, reason := gobwas.ParseCloseFrameData(f.Payload); code != 1001 || reason != "draining" {
 		t.Fatalf("close %d %q", code, reason)
 	}
 	// We never answer; the server must end TCP by itself.
@@ -497,9 +497,9 @@ func TestBackpressurePeerNeverReads(t *testing.T) {
 	}
 	defer nc.Close()
 	nc.(*net.TCPConn).SetReadBuffer(4 << 10) // and we never read
-	key := codec.NewKey()
-	nc.Write(codec.AppendRequest(nil, addr, "/echo", key[:]))
-	msg := codec.AppendFrame(nil, codec.Client, true, codec.OpBinary, make([]byte, 32<<10))
+	key := ws.NewKey()
+	nc.Write(ws.AppendRequest(nil, addr, "/echo", key[:]))
+	msg := ws.AppendFrame(nil, ws.Client, true, ws.OpBinary, make([]byte, 32<<10))
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)

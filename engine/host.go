@@ -11,7 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/multistream"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/security"
 )
@@ -79,8 +79,8 @@ type Host struct {
 	id        peer.ID
 	noise     *security.Noise
 	plaintext *security.Plaintext
-	secProtos *codec.MultistreamProtocols
-	muxProtos *codec.MultistreamProtocols
+	secProtos *multistream.Protocols
+	muxProtos *multistream.Protocols
 
 	mu       sync.Mutex
 	handlers map[string]StreamHandler
@@ -96,7 +96,7 @@ type Host struct {
 
 type protoSet struct {
 	ids []string
-	set *codec.MultistreamProtocols
+	set *multistream.Protocols
 }
 
 // NewHost creates the libp2p layer on e.
@@ -134,10 +134,10 @@ func NewHost(e *Engine, cfg HostConfig) (*Host, error) {
 		secIDs = append(secIDs, ProtoPlaintext)
 		e.log.Warn("insecure /plaintext/2.0.0 is enabled: connections using it are neither authenticated nor encrypted")
 	}
-	if h.secProtos, err = codec.NewMultistreamProtocols(secIDs...); err != nil {
+	if h.secProtos, err = multistream.NewProtocols(secIDs...); err != nil {
 		return nil, err
 	}
-	if h.muxProtos, err = codec.NewMultistreamProtocols(ProtoYamux); err != nil {
+	if h.muxProtos, err = multistream.NewProtocols(ProtoYamux); err != nil {
 		return nil, err
 	}
 	h.protos.Store(&protoSet{})
@@ -165,7 +165,7 @@ func (h *Host) Handle(id string, sh StreamHandler) error {
 		ids = append(ids, p)
 	}
 	sort.Strings(ids)
-	set, err := codec.NewMultistreamProtocols(ids...)
+	set, err := multistream.NewProtocols(ids...)
 	if err != nil {
 		delete(h.handlers, id)
 		return err

@@ -13,8 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/multistream"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // startHost runs an engine with a libp2p host on a /ws listener.
@@ -158,7 +159,7 @@ func TestHostBadHandshakeCounted(t *testing.T) {
 		send   []byte
 		reason string
 	}{
-		{"garbage noise message", append(codec.AppendMultistreamMessage(codec.AppendMultistreamMessage(nil, "/multistream/1.0.0"), ProtoNoise), 0x00, 0x05, 'h', 'e', 'l', 'l', 'o'), "noise_malformed"},
+		{"garbage noise message", append(multistream.AppendMessage(multistream.AppendMessage(nil, "/multistream/1.0.0"), ProtoNoise), 0x00, 0x05, 'h', 'e', 'l', 'l', 'o'), "noise_malformed"},
 		{"multistream message without newline", []byte{0x05, 'h', 'e', 'l', 'l', 'o'}, "ms_"},
 	} {
 		wc, _, err := websocket.DefaultDialer.Dial("ws://"+hp+"/", nil)
@@ -173,7 +174,7 @@ func TestHostBadHandshakeCounted(t *testing.T) {
 				break
 			}
 		}
-		if !errors.As(err, &closeErr) || closeErr.Code != int(codec.ClosePolicyViolation) {
+		if !errors.As(err, &closeErr) || closeErr.Code != int(ws.ClosePolicyViolation) {
 			t.Fatalf("%s: want close 1008, got %v", tc.name, err)
 		}
 		wc.Close()

@@ -11,8 +11,9 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/internal/wire"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // ProtoIdentify is libp2p identify (protocol-notes §7): the peer that
@@ -159,7 +160,7 @@ func (m *identifyMsg) append(dst []byte, observed ma.Multiaddr) ([]byte, error) 
 		}
 	}
 	head := m.head[loop]
-	dst = codec.AppendUvarint(dst, uint64(len(head)+len(obs)+len(m.tail)))
+	dst = wire.AppendUvarint(dst, uint64(len(head)+len(obs)+len(m.tail)))
 	dst = append(dst, head...)
 	dst = append(dst, obs...)
 	return append(dst, m.tail...), nil
@@ -273,11 +274,11 @@ func (c *identifyClient) OnData(st *mux.Stream, p []byte) int {
 func (c *identifyClient) parse(p []byte) (int, error) {
 	off := 0
 	for off < len(p) {
-		l, k, err := codec.ParseUvarint(p[off:], identifyLenBytes)
-		if err == codec.ErrShortBuffer {
+		l, k, err := wire.ParseUvarint(p[off:], identifyLenBytes)
+		if err == ws.ErrNeedMore {
 			break
 		}
-		if err == codec.ErrUvarintTooLong || err == nil && l > MaxIdentifyMessage {
+		if err == wire.ErrUvarintTooLong || err == nil && l > MaxIdentifyMessage {
 			return off, ErrIdentifyTooLarge
 		}
 		if err != nil {

@@ -17,7 +17,8 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/internal/wire"
+	"github.com/swarmgate/swarmgate/multistream"
 	"github.com/swarmgate/swarmgate/mux"
 )
 
@@ -199,7 +200,7 @@ func rawIdentify(pieces ...[]byte) StreamHandler {
 	}
 }
 
-func lp(b []byte) []byte { return append(codec.AppendUvarint(nil, uint64(len(b))), b...) }
+func lp(b []byte) []byte { return append(wire.AppendUvarint(nil, uint64(len(b))), b...) }
 
 func marshal(t *testing.T, m *pb.Identify) []byte {
 	b, err := proto.Marshal(m)
@@ -235,7 +236,7 @@ func TestIdentifyClientChecks(t *testing.T) {
 			return [][]byte{lp(marshal(t, &pb.Identify{AgentVersion: &agent}))}
 		}, ErrIdentifyNoKey},
 		{"too-large", func(own []byte) [][]byte {
-			return [][]byte{codec.AppendUvarint(nil, MaxIdentifyMessage+1)}
+			return [][]byte{wire.AppendUvarint(nil, MaxIdentifyMessage+1)}
 		}, ErrIdentifyTooLarge},
 		{"too-many", func(own []byte) [][]byte {
 			m := lp(marshal(t, &pb.Identify{PublicKey: own}))
@@ -267,7 +268,7 @@ func TestIdentifyClientChecks(t *testing.T) {
 func TestIdentifyRefused(t *testing.T) {
 	srv, addr := startHost(t, HostConfig{}) // echo only
 	pc := dialHost(t, srv, addr, DialOptions{})
-	var mse *codec.MultistreamError
+	var mse *multistream.Error
 	if _, err := identifyOver(t, pc); !errors.As(err, &mse) {
 		t.Fatalf("err %v (%T)", err, err)
 	}
@@ -328,7 +329,7 @@ func FuzzIdentifyParse(f *testing.F) {
 	vec, _ := hex.DecodeString("790a24080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c120a047f000001060fa1dd031a0e2f697066732f69642f312e302e301a102f697066732f70696e672f312e302e30220a047f00000106c350dd032a0a697066732f302e312e30320b6578616d706c652f312e30")
 	f.Add(vec, uint16(1))
 	f.Add(append(append([]byte{}, vec...), vec...), uint16(121))
-	f.Add(codec.AppendUvarint(nil, MaxIdentifyMessage+1), uint16(1))
+	f.Add(wire.AppendUvarint(nil, MaxIdentifyMessage+1), uint16(1))
 	f.Add(bytes.Repeat([]byte{0}, 12), uint16(5)) // 12 empty messages
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
 		k := int(cut) % (len(data) + 1)
@@ -338,7 +339,7 @@ func FuzzIdentifyParse(f *testing.F) {
 			t.Fatalf("whole: %v, split at %d: %v", err1, k, err2)
 		}
 		// Our errors must match; protobuf's decode errors are fresh values.
-		for _, e := range []error{ErrIdentifyTooLarge, ErrIdentifyTooMany, codec.ErrUvarintNotMinimal} {
+		for _, e := range []error{ErrIdentifyTooLarge, ErrIdentifyTooMany, wire.ErrUvarintNotMinimal} {
 			if errors.Is(err1, e) != errors.Is(err2, e) {
 				t.Fatalf("whole: %v, split at %d: %v", err1, k, err2)
 			}

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Connection admission: what one source may hold or open, checked when TCP
@@ -88,11 +88,11 @@ var limitReasons = []string{ReasonTotal, ReasonPerIP, ReasonPerSubnet, ReasonRat
 // errors below, so a refusal allocates nothing and errors.Is works.
 type LimitError struct {
 	Reason string
-	hs     *codec.HandshakeError
+	hs     *ws.HandshakeError
 }
 
 func newLimitError(reason string) *LimitError {
-	return &LimitError{Reason: reason, hs: &codec.HandshakeError{Status: 503, Token: "limit_" + reason}}
+	return &LimitError{Reason: reason, hs: &ws.HandshakeError{Status: 503, Token: "limit_" + reason}}
 }
 
 func (e *LimitError) Error() string { return "engine: connection limit: " + e.Reason }
@@ -100,7 +100,7 @@ func (e *LimitError) Error() string { return "engine: connection limit: " + e.Re
 // HandshakeError is the upgrade refusal for a limit found once the request
 // is read (a client behind a trusted proxy): 503 Service Unavailable with
 // the token "limit_<reason>", counted in swarmgate_ws_upgrades_total.
-func (e *LimitError) HandshakeError() *codec.HandshakeError { return e.hs }
+func (e *LimitError) HandshakeError() *ws.HandshakeError { return e.hs }
 
 // Admission refusals, one per reason.
 var (

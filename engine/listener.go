@@ -16,7 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/sys/unix"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Routes maps request paths to handlers. Fallback, when set, serves every
@@ -270,7 +270,7 @@ func (e *Engine) Listen(addr ma.Multiaddr, routes Routes) (*Listener, error) {
 // creates the connection's state and starts the handshake deadline.
 func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 	e := l.eng
-	c := &Conn{nc: nc, eng: e, role: codec.Server, fd: connFD(nc), hs: &handshake{routes: l, start: e.cfg.Now()}}
+	c := &Conn{nc: nc, eng: e, role: ws.Server, fd: connFD(nc), hs: &handshake{routes: l, start: e.cfg.Now()}}
 	e.metrics.accepted.Inc()
 	// Admission before any byte is read. A trusted proxy is admitted
 	// without a source (total and memory only) and its client charged in

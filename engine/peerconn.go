@@ -12,9 +12,10 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/multistream"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/security"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // phase is a libp2p connection's upgrade state:
@@ -99,8 +100,8 @@ func (pc *PeerConn) stopTimer(t *streamTimer) {
 
 // upgrade is what a connection needs only until yamux runs.
 type upgrade struct {
-	lst      codec.MultistreamListener
-	dialer   *codec.MultistreamDialer
+	lst      multistream.Listener
+	dialer   *multistream.Dialer
 	noise    *security.Handshake
 	plain    *security.PlaintextHandshake
 	pt       []byte // plaintext multistream bytes that arrived in pieces
@@ -144,7 +145,7 @@ func (h *Host) Handler() Handler {
 		if h.upgrading.Add(1) > int64(h.cfg.MaxConcurrentUpgrades) {
 			h.upgrading.Add(-1)
 			c.eng.metrics.failures.WithLabelValues("upgrade_cap").Inc()
-			c.Close(codec.CloseTryAgainLater, "too many handshakes")
+			c.Close(ws.CloseTryAgainLater, "too many handshakes")
 			return refused{}
 		}
 		pc := &PeerConn{c: c, h: h, up: &upgrade{deadline: c.handshakeDeadline(), phaseAt: c.eng.cfg.Now()}}
@@ -195,7 +196,7 @@ func (h *Host) DialPeer(addr ma.Multiaddr, opt DialOptions, ready func(*PeerConn
 	if opt.Plaintext {
 		proto = ProtoPlaintext
 	}
-	d, err := codec.NewMultistreamDialer(proto)
+	d, err := multistream.NewDialer(proto)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +282,7 @@ func (pc *PeerConn) OpenStream(proto string, h mux.Handler) (*mux.Stream, error)
 	if pc.sess == nil {
 		return nil, ErrNotSecured
 	}
-	d, err := codec.NewMultistreamDialer(proto)
+	d, err := multistream.NewDialer(proto)
 	if err != nil {
 		return nil, err
 	}
@@ -339,11 +340,11 @@ func (pc *PeerConn) Close() {
 		pc.sess.Close(mux.CodeNormal)
 		pc.flush()
 	}
-	pc.c.Close(codec.CloseNormal, "")
+	pc.c.Close(ws.CloseNormal, "")
 }
 
 // Data receives the WebSocket byte stream; message boundaries mean nothing.
-func (pc *PeerConn) Data(c *Conn, _ codec.Opcode, p []byte, _ bool) error {
+func (pc *PeerConn) Data(c *Conn, _ ws.Opcode, p []byte, _ bool) error {
 	err := pc.input(p)
 	pc.flush()
 	if err != nil {
@@ -387,7 +388,7 @@ func (pc *PeerConn) input(p []byte) error {
 
 // errMemoryBudget ends a connection whose pending input the memory budget
 // cannot hold: close 1013 (try again later).
-var errMemoryBudget = &codec.ProtocolError{Code: codec.CloseTryAgainLater, Token: "memory_budget"}
+var errMemoryBudget = &ws.ProtocolError{Code: ws.CloseTryAgainLater, Token: "memory_budget"}
 
 // process consumes what it can of b and returns how much.
 func (pc *PeerConn) process(b []byte) (int, error) {
@@ -634,14 +635,14 @@ func (pc *PeerConn) onStream(st *mux.Stream) {
 // writeRaw sends handshake bytes before security is established.
 func (pc *PeerConn) writeRaw(b []byte) {
 	if len(b) > 0 {
-		pc.c.WriteMessage(codec.OpBinary, b)
+		pc.c.WriteMessage(ws.OpBinary, b)
 	}
 }
 
 // maxSealInput is the most plaintext sealed into one Noise frame: the
 // sealed frame and its WebSocket header (at most 10 bytes from the server,
 // 14 from a client) fill one 64 KiB pooled buffer.
-const maxSealInput = largeBuf - codec.MaxHeaderSize - security.FrameHeader - security.TagSize
+const maxSealInput = largeBuf - ws.MaxHeaderSize - security.FrameHeader - security.TagSize
 
 // writeSecure sends bytes through the security layer, one WebSocket message
 // per Noise frame, sealed straight into the connection's outbound buffer.
@@ -650,13 +651,13 @@ func (pc *PeerConn) writeSecure(pt []byte) {
 		return
 	}
 	if pc.sec == nil {
-		pc.c.WriteMessage(codec.OpBinary, pt)
+		pc.c.WriteMessage(ws.OpBinary, pt)
 		return
 	}
 	c := pc.c
 	for len(pt) > 0 && c.state == stateOpen {
 		k := min(len(pt), maxSealInput)
-		dst, slot := c.reserveFrame(true, codec.OpBinary, security.SealedLen(k))
+		dst, slot := c.reserveFrame(true, ws.OpBinary, security.SealedLen(k))
 		if _, err := pc.sec.AppendFrame(dst[:0], pt[:k]); err != nil {
 			c.protocolFailure(pc.failure(err))
 			return
@@ -690,8 +691,8 @@ func (pc *PeerConn) failure(err error) error {
 	token := "libp2p"
 	var se *security.Error
 	var me *mux.Error
-	var mse *codec.MultistreamError
-	var pe *codec.ProtocolError
+	var mse *multistream.Error
+	var pe *ws.ProtocolError
 	switch {
 	case errors.As(err, &pe):
 		return pe // already carries its close code (errMemoryBudget)
@@ -703,7 +704,7 @@ func (pc *PeerConn) failure(err error) error {
 		token = "yamux_" + me.Reason
 		pc.countGoAway(me.Remote, me.Code)
 	}
-	return &codec.ProtocolError{Code: codec.ClosePolicyViolation, Token: token}
+	return &ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: token}
 }
 
 // Closed ends the session and reports to a dialer still waiting.
@@ -721,7 +722,7 @@ func (pc *PeerConn) Closed(c *Conn, err error) {
 		if !pc.client {
 			pc.h.upgrading.Add(-1)
 			result := "closed"
-			var pe *codec.ProtocolError
+			var pe *ws.ProtocolError
 			if errors.As(err, &pe) {
 				result = pe.Token
 			}
@@ -740,8 +741,8 @@ func (pc *PeerConn) Closed(c *Conn, err error) {
 // refused is the stage of a connection turned away before its upgrade.
 type refused struct{}
 
-func (refused) Data(*Conn, codec.Opcode, []byte, bool) error { return nil }
-func (refused) Closed(*Conn, error)                          {}
+func (refused) Data(*Conn, ws.Opcode, []byte, bool) error { return nil }
+func (refused) Closed(*Conn, error)                       {}
 
 // schedule sets the connection's deadline to the earliest of the upgrade
 // deadline, the session's keepalive and the streams' negotiation deadlines.
@@ -783,7 +784,7 @@ func earliest(a, b time.Time) time.Time {
 // Tick runs at the connection's deadline.
 func (pc *PeerConn) Tick(c *Conn, now time.Time) {
 	if pc.up != nil && !now.Before(pc.up.deadline) {
-		c.protocolFailure(&codec.ProtocolError{Code: codec.ClosePolicyViolation, Token: "upgrade_timeout"})
+		c.protocolFailure(&ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: "upgrade_timeout"})
 		return
 	}
 	kept := pc.negotiating[:0]
@@ -832,7 +833,7 @@ func (pc *PeerConn) Tick(c *Conn, now time.Time) {
 type negotiator struct {
 	pc       *PeerConn
 	st       *mux.Stream
-	lst      codec.MultistreamListener
+	lst      multistream.Listener
 	deadline time.Time
 	started  bool
 }
@@ -896,7 +897,7 @@ func (ng *negotiator) OnReset(*mux.Stream, error) { ng.done() }
 
 // proposer runs the dialer side of multistream-select on an outbound stream.
 type proposer struct {
-	d    *codec.MultistreamDialer
+	d    *multistream.Dialer
 	next mux.Handler
 }
 

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Behind a load balancer or CDN every connection comes from the proxy's
@@ -123,7 +123,7 @@ func (t *TrustedProxies) Trusted(a netip.Addr) bool {
 
 // RequestClientAddr is ClientAddr with the headers of a parsed upgrade
 // request.
-func (t *TrustedProxies) RequestClientAddr(peer netip.Addr, r *codec.Request) (netip.Addr, string) {
+func (t *TrustedProxies) RequestClientAddr(peer netip.Addr, r *ws.Request) (netip.Addr, string) {
 	return t.ClientAddr(peer, r.XForwardedFor, r.XRealIP, r.Forwarded)
 }
 

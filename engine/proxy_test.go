@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 func testProxies(t testing.TB, headers ...ProxyHeader) *TrustedProxies {
@@ -140,7 +140,7 @@ func TestClientAddrHeaderOrder(t *testing.T) {
 		t.Fatalf("xff read though not configured: %v %s", a, src)
 	}
 	tp = testProxies(t, HeaderForwarded, HeaderXForwardedFor)
-	r := codec.Request{XForwardedFor: []byte("203.0.113.9"), Forwarded: []byte("for=203.0.113.1")}
+	r := ws.Request{XForwardedFor: []byte("203.0.113.9"), Forwarded: []byte("for=203.0.113.1")}
 	if a, src := tp.RequestClientAddr(peer, &r); a != netip.MustParseAddr("203.0.113.1") || src != SourceForwarded {
 		t.Fatalf("order: %v %s", a, src)
 	}

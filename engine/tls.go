@@ -30,7 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 const (
@@ -289,7 +289,7 @@ func (c *Conn) startTLSHandshake() {
 	et := c.eng.tls
 	// The cap protects the server from remote peers; our own dials are
 	// bounded by their caller and do not take the server's slots.
-	if c.role == codec.Server && et.inflight.Add(1) > int64(c.eng.cfg.MaxConcurrentTLSHandshakes) {
+	if c.role == ws.Server && et.inflight.Add(1) > int64(c.eng.cfg.MaxConcurrentTLSHandshakes) {
 		et.inflight.Add(-1)
 		et.handshakes.WithLabelValues("over_cap", "none").Inc()
 		c.fail(ErrTLSHandshakeCap, "tls_handshake_cap")
@@ -309,7 +309,7 @@ func (t *tlsConn) handshake(start time.Time) {
 	err := t.tc.Handshake()
 	c := t.c
 	et := c.eng.tls
-	if c.role == codec.Server {
+	if c.role == ws.Server {
 		et.inflight.Add(-1)
 	}
 	c.mu.Lock()

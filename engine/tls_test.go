@@ -28,8 +28,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/swarmgate/swarmgate/codec"
-	"github.com/swarmgate/swarmgate/engine/conformance"
+	"github.com/swarmgate/swarmgate/ws/conformance"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // testCert is a self-signed certificate for localhost and 127.0.0.1 and a
@@ -631,7 +631,7 @@ type funcStage struct {
 	closed func(error)
 }
 
-func (s *funcStage) Data(c *Conn, op codec.Opcode, p []byte, end bool) error {
+func (s *funcStage) Data(c *Conn, op ws.Opcode, p []byte, end bool) error {
 	s.data(p)
 	return nil
 }
@@ -720,7 +720,7 @@ func TestTLSListenDNS(t *testing.T) {
 	t.Cleanup(func() { ce.Close() })
 	got := make(chan []byte, 1)
 	if _, err := ce.Dial(ma.StringCast("/dns4/localhost/tcp/"+tcpPort(t, l.Addr())+"/tls/ws"), "/echo", func(c *Conn) Stage {
-		c.WriteMessage(codec.OpBinary, []byte("by name, TLS 1.2"))
+		c.WriteMessage(ws.OpBinary, []byte("by name, TLS 1.2"))
 		return &funcStage{data: func(p []byte) { got <- append([]byte(nil), p...) }, closed: func(error) {}}
 	}); err != nil {
 		t.Fatal(err)

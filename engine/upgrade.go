@@ -1,7 +1,7 @@
 package engine
 
 import (
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // handshake consumes opening-handshake bytes. It returns the bytes that
@@ -17,12 +17,12 @@ func (c *Conn) handshake(b []byte) ([]byte, bool) {
 	}
 	var n int
 	var err error
-	if c.role == codec.Server {
+	if c.role == ws.Server {
 		n, err = c.serverUpgrade(buf)
 	} else {
 		n, err = c.clientUpgrade(buf)
 	}
-	if err == codec.ErrShortBuffer {
+	if err == ws.ErrNeedMore {
 		if hs.pending == nil {
 			hs.pending = append([]byte(nil), b...)
 		}
@@ -39,20 +39,20 @@ func (c *Conn) handshake(b []byte) ([]byte, bool) {
 // stage, or the refusal's status and then close.
 func (c *Conn) serverUpgrade(buf []byte) (int, error) {
 	cfg := &c.eng.cfg
-	req, n, err := codec.ParseRequest(buf, cfg.MaxRequestSize)
-	if err == codec.ErrShortBuffer {
+	req, n, err := ws.ParseRequest(buf, cfg.MaxRequestSize)
+	if err == ws.ErrNeedMore {
 		return 0, err
 	}
 	if err == nil && c.eng.cfg.TrustedProxies != nil {
 		err = c.chargeClient(&req)
 	}
 	if err == nil && cfg.CheckOrigin != nil && req.Origin != nil && !cfg.CheckOrigin(req.Origin, req.Host) {
-		err = codec.ErrForbiddenOrigin
+		err = ws.ErrForbiddenOrigin
 	}
 	var h Handler
 	if err == nil {
 		if h = c.hs.routes.route(req.Path); h == nil {
-			err = codec.ErrNotFound
+			err = ws.ErrNotFound
 		}
 	}
 	if err != nil {
@@ -60,10 +60,10 @@ func (c *Conn) serverUpgrade(buf []byte) (int, error) {
 		return 0, err
 	}
 	var resp [160]byte
-	out := codec.AppendResponse(resp[:0], req.Key)
+	out := ws.AppendResponse(resp[:0], req.Key)
 	c.writeRaw(out)
 	c.hs.path = string(req.Path)
-	c.open(codec.Server)
+	c.open(ws.Server)
 	c.stage = h(c)
 	c.hs = nil
 	return n, nil
@@ -71,7 +71,7 @@ func (c *Conn) serverUpgrade(buf []byte) (int, error) {
 
 // chargeClient charges a trusted proxy's connection to the client address
 // its headers give; a limit refusal becomes a 503.
-func (c *Conn) chargeClient(req *codec.Request) error {
+func (c *Conn) chargeClient(req *ws.Request) error {
 	peer := remoteAddr(c.nc)
 	if !c.eng.cfg.TrustedProxies.Trusted(peer) {
 		return nil // charged at accept
@@ -90,26 +90,26 @@ func (c *Conn) chargeClient(req *codec.Request) error {
 }
 
 func (c *Conn) refuse(err error) {
-	he, ok := err.(*codec.HandshakeError)
+	he, ok := err.(*ws.HandshakeError)
 	if !ok {
-		he = &codec.HandshakeError{Status: 400, Token: "bad_request"}
+		he = &ws.HandshakeError{Status: 400, Token: "bad_request"}
 	}
 	c.eng.metrics.upgrades.WithLabelValues(he.Token).Inc()
 	var resp [256]byte
-	out := codec.AppendReject(resp[:0], he)
+	out := ws.AppendReject(resp[:0], he)
 	c.writeRaw(out)
 	c.end(err)
 }
 
 // clientUpgrade checks the server's response to our request.
 func (c *Conn) clientUpgrade(buf []byte) (int, error) {
-	n, err := codec.ParseResponse(buf, c.hs.key[:], c.eng.cfg.MaxRequestSize)
-	if err == codec.ErrShortBuffer {
+	n, err := ws.ParseResponse(buf, c.hs.key[:], c.eng.cfg.MaxRequestSize)
+	if err == ws.ErrNeedMore {
 		return 0, err
 	}
 	if err != nil {
 		token := "bad_response"
-		if he, ok := err.(*codec.HandshakeError); ok {
+		if he, ok := err.(*ws.HandshakeError); ok {
 			token = he.Token
 		}
 		c.eng.metrics.upgrades.WithLabelValues(token).Inc()
@@ -117,16 +117,16 @@ func (c *Conn) clientUpgrade(buf []byte) (int, error) {
 		return 0, err
 	}
 	h := c.hs.handler
-	c.open(codec.Client)
+	c.open(ws.Client)
 	c.stage = h(c)
 	c.hs = nil
 	return n, nil
 }
 
-func (c *Conn) open(role codec.Role) {
+func (c *Conn) open(role ws.Role) {
 	c.state = stateOpen
 	c.count(1)
-	c.dec = codec.NewDecoder(role, c.eng.cfg.MaxMessageSize)
+	c.dec = ws.NewDecoder(role, c.eng.cfg.MaxMessageSize)
 	c.setDeadline(0)
 	c.eng.metrics.upgrades.WithLabelValues("ok").Inc()
 }

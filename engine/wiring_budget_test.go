@@ -9,7 +9,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/multistream"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Peers that leave half a Noise frame pending are charged to the memory
@@ -33,7 +34,7 @@ func TestWiredMemoryBudget(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		msg := codec.AppendMultistreamMessage(codec.AppendMultistreamMessage(nil, "/multistream/1.0.0"), ProtoNoise)
+		msg := multistream.AppendMessage(multistream.AppendMessage(nil, "/multistream/1.0.0"), ProtoNoise)
 		msg = append(msg, 0xea, 0x60) // a 60,000-byte Noise message follows…
 		msg = append(msg, bytes.Repeat([]byte{1}, pending)...)
 		return wc, wc.WriteMessage(websocket.BinaryMessage, msg)
@@ -72,7 +73,7 @@ func TestWiredMemoryBudget(t *testing.T) {
 			break
 		}
 	}
-	if !websocket.IsCloseError(err, int(codec.CloseTryAgainLater)) {
+	if !websocket.IsCloseError(err, int(ws.CloseTryAgainLater)) {
 		t.Fatalf("over the budget: %v", err)
 	}
 	if failureCount(e, "memory_budget") != 1 {

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // pinger is a client stage that sends one message when the connection opens
@@ -25,7 +25,7 @@ type pinger struct {
 	got  int
 }
 
-func (p *pinger) Data(c *engine.Conn, op codec.Opcode, b []byte, end bool) error {
+func (p *pinger) Data(c *engine.Conn, op ws.Opcode, b []byte, end bool) error {
 	p.got += len(b)
 	if end && p.done != nil {
 		var err error
@@ -65,7 +65,7 @@ func openEchoed(e *engine.Engine, target ma.Multiaddr, path string, n, par int, 
 			defer wg.Done()
 			c, err := e.Dial(target, path, func(c *engine.Conn) engine.Stage {
 				p := &pinger{msg: msg, done: done}
-				c.WriteMessage(codec.OpBinary, msg)
+				c.WriteMessage(ws.OpBinary, msg)
 				return p
 			})
 			if err != nil {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Result is one scenario on one stack. Metric names are stable (they are
@@ -204,7 +204,7 @@ func (r *runner) roundTrip(c conn, done func(error)) error {
 			done(errClosed)
 		}
 	}
-	return c.ws.WriteMessage(codec.OpBinary, make([]byte, 32))
+	return c.ws.WriteMessage(ws.OpBinary, make([]byte, 32))
 }
 
 // closeAll closes connections and waits for the server to see it.
@@ -413,11 +413,11 @@ func bulkRaw(rc conn, echoed *atomic.Int64, stop *atomic.Bool) {
 		rs.onMessage = func(n int) {
 			echoed.Add(int64(n))
 			if !stop.Load() {
-				c.WriteMessage(codec.OpBinary, msg)
+				c.WriteMessage(ws.OpBinary, msg)
 			}
 		}
 		for i := 0; i < 4; i++ {
-			c.WriteMessage(codec.OpBinary, msg)
+			c.WriteMessage(ws.OpBinary, msg)
 		}
 	})
 }
@@ -503,11 +503,11 @@ func pingPong(c conn, msg []byte, stop *atomic.Bool, count *atomic.Int64, record
 			count.Add(1)
 			if !stop.Load() {
 				sent = time.Now()
-				w.WriteMessage(codec.OpBinary, msg)
+				w.WriteMessage(ws.OpBinary, msg)
 			}
 		}
 		sent = time.Now()
-		w.WriteMessage(codec.OpBinary, msg)
+		w.WriteMessage(ws.OpBinary, msg)
 	})
 	return nil
 }
@@ -537,7 +537,7 @@ func (r *runner) churn() Result {
 							if c.pc != nil {
 								c.pc.Close()
 							} else {
-								c.ws.Close(codec.CloseNormal, "")
+								c.ws.Close(ws.CloseNormal, "")
 							}
 						}); err != nil {
 							done <- err

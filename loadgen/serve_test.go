@@ -21,10 +21,10 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/engine"
-	"github.com/swarmgate/swarmgate/engine/conformance"
+	"github.com/swarmgate/swarmgate/ws/conformance"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // buildLoadgen compiles this command once per test binary.
@@ -74,7 +74,7 @@ func TestServeConformance(t *testing.T) {
 		}
 	}()
 
-	conformance.Run(t, conformance.Target{Addr: na.String(), Path: "/echo", MaxMessage: codec.DefaultMaxMessageSize, LibP2PFallback: true})
+	conformance.Run(t, conformance.Target{Addr: na.String(), Path: "/echo", MaxMessage: ws.DefaultMaxMessageSize, LibP2PFallback: true})
 
 	var url string
 	select {

@@ -8,9 +8,9 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/swarmgate/swarmgate/codec"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // A stack is one way of talking to the server: raw WebSocket echo, or
@@ -78,7 +78,7 @@ func (c conn) close() {
 	if c.pc != nil {
 		c.pc.Conn().Do(func(*engine.Conn) { c.pc.Close() })
 	} else if c.ws != nil {
-		c.ws.CloseWith(codec.CloseNormal, "")
+		c.ws.CloseWith(ws.CloseNormal, "")
 	}
 }
 
@@ -117,7 +117,7 @@ type rawStage struct {
 	got       int
 }
 
-func (r *rawStage) Data(c *engine.Conn, op codec.Opcode, p []byte, end bool) error {
+func (r *rawStage) Data(c *engine.Conn, op ws.Opcode, p []byte, end bool) error {
 	r.got += len(p)
 	if end {
 		if r.onMessage != nil {

@@ -3,6 +3,8 @@ package mux
 import (
 	"errors"
 	"fmt"
+
+	"github.com/swarmgate/swarmgate/internal/wire"
 )
 
 // Code is a yamux GoAway error code (the Length field of a GoAway frame).
@@ -87,9 +89,9 @@ func (e *StreamError) Is(target error) bool {
 
 // Sentinel errors.
 var (
-	// ErrShortBuffer is returned by ParseHeader when fewer than HeaderLen
-	// bytes are available: not an error, wait for more bytes.
-	ErrShortBuffer = errors.New("mux: short buffer")
+	// ErrNeedMore (wire.ErrNeedMore) is returned by ParseHeader when fewer
+	// than HeaderLen bytes are available: not an error, wait for more bytes.
+	ErrNeedMore = wire.ErrNeedMore
 	// ErrWouldBlock is returned by Stream.Write with a short count when the
 	// peer's window or the session's output queue is full; Handler.OnWritable
 	// is called when writing can resume.

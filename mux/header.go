@@ -62,14 +62,14 @@ type Header struct {
 // ParseHeader decodes one frame header from the start of b. It returns the
 // header and the number of bytes used (always HeaderLen on success).
 //
-// If b holds fewer than HeaderLen bytes it returns ErrShortBuffer and
+// If b holds fewer than HeaderLen bytes it returns ErrNeedMore and
 // consumes nothing: the caller waits for more bytes and calls again with the
 // prefix plus the new bytes. A version other than 0 or an unknown type is a
 // protocol error (*Error with CodeProtocolError). Unknown flag bits are kept
 // and ignored, as go-yamux does.
 func ParseHeader(b []byte) (Header, int, error) {
 	if len(b) < HeaderLen {
-		return Header{}, 0, ErrShortBuffer
+		return Header{}, 0, ErrNeedMore
 	}
 	// spec.md: "The version field is used for future backward
 	// compatibility. At the current time, the field is always set to 0".

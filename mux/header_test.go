@@ -54,7 +54,7 @@ func TestHeaderVectors(t *testing.T) {
 		}
 		// Every truncated prefix is "need more", never an error.
 		for i := range HeaderLen {
-			if _, n, err := ParseHeader(b[:i]); n != 0 || err != ErrShortBuffer {
+			if _, n, err := ParseHeader(b[:i]); n != 0 || err != ErrNeedMore {
 				t.Errorf("prefix %d of %s: n=%d err=%v", i, v.hex, n, err)
 			}
 		}
@@ -99,7 +99,7 @@ func FuzzHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, n, err := ParseHeader(b)
 		if len(b) < HeaderLen {
-			if err != ErrShortBuffer || n != 0 {
+			if err != ErrNeedMore || n != 0 {
 				t.Fatalf("short input: n=%d err=%v", n, err)
 			}
 			return

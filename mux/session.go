@@ -144,7 +144,7 @@ func (s *Session) Input(in []byte, now time.Time) (consumed int, err error) {
 			continue
 		}
 		h, n, err := ParseHeader(in[i:])
-		if err == ErrShortBuffer {
+		if err == ErrNeedMore {
 			break
 		}
 		if err != nil {

@@ -1,11 +1,12 @@
 package security
 
-import "errors"
+import "github.com/swarmgate/swarmgate/internal/wire"
 
-// ErrNeedMore is returned by the frame parsers when the buffer holds a valid
-// but incomplete prefix: wait for more bytes and call again with them
-// appended. It is never returned for input that can no longer become valid.
-var ErrNeedMore = errors.New("security: need more bytes")
+// ErrNeedMore (wire.ErrNeedMore) is returned by the frame parsers when the
+// buffer holds a valid but incomplete prefix: wait for more bytes and call
+// again with them appended. It is never returned for input that can no
+// longer become valid.
+var ErrNeedMore = wire.ErrNeedMore
 
 // Error is a handshake or transport failure. Every failure path maps to one
 // of the sentinel values below, so callers compare with errors.Is and label

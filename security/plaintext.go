@@ -1,11 +1,10 @@
 package security
 
 import (
-	"math/bits"
-
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/security/insecure/pb"
+	"github.com/swarmgate/swarmgate/internal/wire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -43,7 +42,7 @@ func NewPlaintext(key crypto.PubKey) (*Plaintext, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Plaintext{msg: append(appendUvarint(nil, uint64(len(b))), b...)}, nil
+	return &Plaintext{msg: wire.AppendDelimited(nil, b)}, nil
 }
 
 // NewHandshake returns the exchange machine; both roles behave the same.
@@ -79,23 +78,26 @@ func (h *PlaintextHandshake) Input(out, in []byte) (_ []byte, consumed int, err 
 	if h.done || h.err != nil {
 		return out, 0, h.err
 	}
-	l, n, err := parseUvarint(in, MaxPlaintextExchange)
+	msg, n, err := wire.ParseDelimited(in, MaxPlaintextExchange)
 	if err == ErrNeedMore {
 		return out, 0, nil
 	}
+	if err == wire.ErrMessageTooLarge {
+		err = ErrTooLarge
+	}
 	if err != nil {
+		if err != ErrTooLarge {
+			err = ErrMalformed.wrap(err) // unsigned-varint: MUST be minimal
+		}
 		h.err = err
 		return out, 0, err
 	}
-	if len(in) < n+int(l) {
-		return out, 0, nil
-	}
-	if h.result, err = verifyExchange(in[n:n+int(l)], h.expected); err != nil {
+	if h.result, err = verifyExchange(msg, h.expected); err != nil {
 		h.err = err
 		return out, 0, err
 	}
 	h.done = true
-	return out, n + int(l), nil
+	return out, n, nil
 }
 
 // Done reports whether the exchange completed.
@@ -125,36 +127,4 @@ func verifyExchange(b []byte, expected peer.ID) (Result, error) {
 		return Result{}, ErrPeerIDMismatch
 	}
 	return Result{RemotePeer: id, RemoteKey: key}, nil
-}
-
-// parseUvarint decodes a minimal unsigned varint of at most limit from the
-// front of b, rejecting a too-large value as soon as its bytes show it.
-func parseUvarint(b []byte, limit uint64) (v uint64, n int, err error) {
-	maxLen := max((bits.Len64(limit)+6)/7, 1)
-	var shift uint
-	for i, c := range b {
-		if i == maxLen {
-			return 0, 0, ErrTooLarge // longer than any value ≤ limit needs
-		}
-		v |= uint64(c&0x7f) << shift
-		if v > limit {
-			return 0, 0, ErrTooLarge
-		}
-		if c < 0x80 {
-			if c == 0 && i > 0 {
-				return 0, 0, ErrMalformed // unsigned-varint: MUST be minimal
-			}
-			return v, i + 1, nil
-		}
-		shift += 7
-	}
-	return 0, 0, ErrNeedMore
-}
-
-func appendUvarint(dst []byte, v uint64) []byte {
-	for v >= 0x80 {
-		dst = append(dst, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(dst, byte(v))
 }

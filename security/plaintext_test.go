@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/sec"
 	"github.com/libp2p/go-libp2p/p2p/security/insecure"
 	"github.com/libp2p/go-libp2p/p2p/security/insecure/pb"
+	"github.com/swarmgate/swarmgate/internal/wire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -97,12 +98,12 @@ func TestPlaintextChunkingAndErrors(t *testing.T) {
 	_, otherKey, _ := newPlaintextPeer(t)
 	pk, _ := crypto.PublicKeyToProto(otherKey.GetPublic())
 	forged, _ := proto.Marshal(&pb.Exchange{Id: []byte(idA), Pubkey: pk})
-	_, _, err = peerB.NewHandshake("").Input(nil, append(appendUvarint(nil, uint64(len(forged))), forged...))
+	_, _, err = peerB.NewHandshake("").Input(nil, wire.AppendDelimited(nil, forged))
 	checkReason(t, err, ErrIDKeyMismatch)
 
 	typ := cryptopb.KeyType(9)
 	bad, _ := proto.Marshal(&pb.Exchange{Id: []byte(idA), Pubkey: &cryptopb.PublicKey{Type: &typ, Data: []byte{1}}})
-	_, _, err = peerB.NewHandshake("").Input(nil, append(appendUvarint(nil, uint64(len(bad))), bad...))
+	_, _, err = peerB.NewHandshake("").Input(nil, wire.AppendDelimited(nil, bad))
 	checkReason(t, err, ErrKeyType)
 
 	_, _, err = peerB.NewHandshake("").Input(nil, []byte{0x81, 0x20}) // 4097

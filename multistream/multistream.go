@@ -1,6 +1,4 @@
-package codec
-
-// multistream-select 1.0.0 (https://github.com/multiformats/multistream-select),
+// Package multistream implements multistream-select 1.0.0 (https://github.com/multiformats/multistream-select),
 // sans-IO: the parser works on byte slices, the listener and dialer machines
 // consume bytes handed to them and append the bytes to send to a caller's
 // buffer. Nothing here blocks, reads a clock or starts a goroutine; the
@@ -10,157 +8,166 @@ package codec
 // Wire format of one message:
 //
 //	uvarint(len(text)+1) || text || '\n'
+package multistream
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/swarmgate/swarmgate/internal/wire"
+)
+
+// ErrNeedMore is wire.ErrNeedMore: b ends inside a message that may still
+// become valid.
+var ErrNeedMore = wire.ErrNeedMore
 
 const (
-	// MultistreamProtocolID is the header both sides send first.
-	MultistreamProtocolID = "/multistream/1.0.0"
+	// ProtocolID is the header both sides send first.
+	ProtocolID = "/multistream/1.0.0"
 
-	// MultistreamNA is the listener's answer to a protocol it does not serve.
-	MultistreamNA = "na"
+	// NA is the listener's answer to a protocol it does not serve.
+	NA = "na"
 
-	// MultistreamLS is the dialer's request for the listener's protocol list.
-	MultistreamLS = "ls"
+	// LS is the dialer's request for the listener's protocol list.
+	LS = "ls"
 
-	// MaxMultistreamMessage is the largest accepted message length, counting
+	// MaxMessage is the largest accepted message length, counting
 	// the trailing newline: go-multistream rejects a length > 1024
 	// (ErrTooLarge) and js-libp2p uses the same cap.
-	MaxMultistreamMessage = 1024
+	MaxMessage = 1024
 
-	// maxMultistreamLenBytes bounds the length prefix: 1024 needs 2 bytes and
+	// maxLenBytes bounds the length prefix: 1024 needs 2 bytes and
 	// js-libp2p's listener reads at most 2.
-	maxMultistreamLenBytes = 2
+	maxLenBytes = 2
 
-	// MaxMultistreamProposals caps the proposals (and ls requests) a listener
+	// MaxProposals caps the proposals (and ls requests) a listener
 	// answers before it gives up, so a peer cannot keep a negotiation alive
 	// forever by proposing unknown protocols. A default go-libp2p dialer
 	// needs 2 (/tls/1.0.0, then /noise).
-	MaxMultistreamProposals = 16
+	MaxProposals = 16
 )
 
-// MultistreamError is a multistream-select failure. Reason returns a stable
+// Error is a multistream-select failure. Reason returns a stable
 // token for metrics; compare errors with errors.Is against the exported
 // sentinels, never by their text.
-type MultistreamError struct {
+type Error struct {
 	reason string
 	msg    string
 }
 
-func (e *MultistreamError) Error() string { return "codec: multistream: " + e.msg }
+func (e *Error) Error() string { return "multistream: " + e.msg }
 
 // Reason is a stable, low-cardinality token naming the failure.
-func (e *MultistreamError) Reason() string { return e.reason }
+func (e *Error) Reason() string { return e.reason }
 
 var (
-	// ErrMultistreamTooLarge: the length prefix exceeds MaxMultistreamMessage.
-	ErrMultistreamTooLarge = &MultistreamError{"ms_too_large", "message longer than 1024 bytes"}
-	// ErrMultistreamMalformed: zero length, a non-minimal or over-long length
+	// ErrTooLarge: the length prefix exceeds MaxMultistreamMessage.
+	ErrTooLarge = &Error{"ms_too_large", "message longer than 1024 bytes"}
+	// ErrMalformed: zero length, a non-minimal or over-long length
 	// prefix, or a message that does not end in '\n'.
-	ErrMultistreamMalformed = &MultistreamError{"ms_malformed", "malformed message"}
-	// ErrMultistreamBadHeader: the first message is not /multistream/1.0.0.
-	ErrMultistreamBadHeader = &MultistreamError{"ms_bad_header", "first message is not " + MultistreamProtocolID}
-	// ErrMultistreamTooManyProposals: MaxMultistreamProposals were refused.
-	ErrMultistreamTooManyProposals = &MultistreamError{"ms_too_many_proposals", "too many proposals"}
-	// ErrMultistreamNotSupported: the listener answered na to every protocol
+	ErrMalformed = &Error{"ms_malformed", "malformed message"}
+	// ErrBadHeader: the first message is not /multistream/1.0.0.
+	ErrBadHeader = &Error{"ms_bad_header", "first message is not " + ProtocolID}
+	// ErrTooManyProposals: MaxMultistreamProposals were refused.
+	ErrTooManyProposals = &Error{"ms_too_many_proposals", "too many proposals"}
+	// ErrNotSupported: the listener answered na to every protocol
 	// the dialer proposed.
-	ErrMultistreamNotSupported = &MultistreamError{"ms_not_supported", "protocol not supported by peer"}
-	// ErrMultistreamUnexpected: the listener answered neither the proposal
+	ErrNotSupported = &Error{"ms_not_supported", "protocol not supported by peer"}
+	// ErrUnexpected: the listener answered neither the proposal
 	// nor na.
-	ErrMultistreamUnexpected = &MultistreamError{"ms_unexpected", "unexpected answer"}
-	// ErrMultistreamBadProtocol: a protocol id given to a constructor cannot
+	ErrUnexpected = &Error{"ms_unexpected", "unexpected answer"}
+	// ErrBadProtocol: a protocol id given to a constructor cannot
 	// be sent (empty, contains '\n', too long, or a reserved word).
-	ErrMultistreamBadProtocol = &MultistreamError{"ms_bad_protocol", "invalid protocol id"}
+	ErrBadProtocol = &Error{"ms_bad_protocol", "invalid protocol id"}
 )
 
-// ParseMultistreamMessage parses one message from the front of b.
+// ParseMessage parses one message from the front of b.
 //
 // It returns the text without its trailing newline (aliasing b, valid as long
 // as b is) and the number of bytes the message occupies. An incomplete but so
-// far valid message returns ErrShortBuffer; the size limit is checked from
+// far valid message returns ErrNeedMore; the size limit is checked from
 // the length prefix alone, before waiting for the body.
-func ParseMultistreamMessage(b []byte) (text []byte, n int, err error) {
+func ParseMessage(b []byte) (text []byte, n int, err error) {
 	// Peek at the length prefix without waiting for a third byte: a value
 	// that already exceeds the limit is rejected at once.
 	if len(b) == 0 {
-		return nil, 0, ErrShortBuffer
+		return nil, 0, ErrNeedMore
 	}
 	if b[0] >= 0x80 {
 		if len(b) < 2 {
-			return nil, 0, ErrShortBuffer
+			return nil, 0, ErrNeedMore
 		}
 		if b[1] >= 0x80 {
-			return nil, 0, ErrMultistreamTooLarge // ≥ 3 length bytes ≥ 16384
+			return nil, 0, ErrTooLarge // ≥ 3 length bytes ≥ 16384
 		}
 	}
-	l, n, err := ParseUvarint(b, maxMultistreamLenBytes)
+	l, n, err := wire.ParseUvarint(b, maxLenBytes)
 	if err != nil {
 		// unsigned-varint spec: encodings MUST be minimal.
-		return nil, 0, ErrMultistreamMalformed
+		return nil, 0, ErrMalformed
 	}
-	if l > MaxMultistreamMessage {
-		return nil, 0, ErrMultistreamTooLarge
+	if l > MaxMessage {
+		return nil, 0, ErrTooLarge
 	}
 	if l == 0 {
-		return nil, 0, ErrMultistreamMalformed
+		return nil, 0, ErrMalformed
 	}
 	end := n + int(l)
 	if len(b) < end {
-		return nil, 0, ErrShortBuffer
+		return nil, 0, ErrNeedMore
 	}
 	if b[end-1] != '\n' {
-		return nil, 0, ErrMultistreamMalformed
+		return nil, 0, ErrMalformed
 	}
 	return b[n : end-1], end, nil
 }
 
-// AppendMultistreamMessage appends text framed as one message. The caller
+// AppendMessage appends text framed as one message. The caller
 // guarantees len(text)+1 <= MaxMultistreamMessage (constructors validate the
 // protocol ids they are given).
-func AppendMultistreamMessage(dst []byte, text string) []byte {
-	dst = AppendUvarint(dst, uint64(len(text)+1))
+func AppendMessage(dst []byte, text string) []byte {
+	dst = wire.AppendUvarint(dst, uint64(len(text)+1))
 	dst = append(dst, text...)
 	return append(dst, '\n')
 }
 
-// appendMultistreamLS appends the ls answer used by the spec, js-libp2p and
+// appendLS appends the ls answer used by the spec, js-libp2p and
 // rust-libp2p: one message whose body is every protocol framed as a message,
 // followed by a final '\n'. (go-multistream v0.6.1 no longer implements ls
 // and answers na.)
-func appendMultistreamLS(dst []byte, ids []string) []byte {
+func appendLS(dst []byte, ids []string) []byte {
 	var body []byte
 	for _, id := range ids {
-		body = AppendMultistreamMessage(body, id)
+		body = AppendMessage(body, id)
 	}
 	body = append(body, '\n')
-	dst = AppendUvarint(dst, uint64(len(body)))
+	dst = wire.AppendUvarint(dst, uint64(len(body)))
 	return append(dst, body...)
 }
 
-func validMultistreamProtocol(id string) bool {
-	return id != "" && len(id)+1 <= MaxMultistreamMessage &&
-		id != MultistreamProtocolID && id != MultistreamNA && id != MultistreamLS &&
+func validProtocol(id string) bool {
+	return id != "" && len(id)+1 <= MaxMessage &&
+		id != ProtocolID && id != NA && id != LS &&
 		strings.IndexByte(id, '\n') < 0
 }
 
-// MultistreamProtocols is the immutable set of protocol ids a listener
+// Protocols is the immutable set of protocol ids a listener
 // serves. Build it once and share it between any number of listeners and
 // goroutines.
-type MultistreamProtocols struct {
+type Protocols struct {
 	ids []string
 	ls  []byte // complete ls answer, nil if it would exceed the size limit
 }
 
-// NewMultistreamProtocols returns the set serving ids, matched as exact byte
+// NewProtocols returns the set serving ids, matched as exact byte
 // strings (multistream compares protocol ids exactly).
-func NewMultistreamProtocols(ids ...string) (*MultistreamProtocols, error) {
+func NewProtocols(ids ...string) (*Protocols, error) {
 	for _, id := range ids {
-		if !validMultistreamProtocol(id) {
-			return nil, ErrMultistreamBadProtocol
+		if !validProtocol(id) {
+			return nil, ErrBadProtocol
 		}
 	}
-	p := &MultistreamProtocols{ids: append([]string(nil), ids...)}
-	if ls := appendMultistreamLS(nil, p.ids); len(ls) <= MaxMultistreamMessage+maxMultistreamLenBytes {
+	p := &Protocols{ids: append([]string(nil), ids...)}
+	if ls := appendLS(nil, p.ids); len(ls) <= MaxMessage+maxLenBytes {
 		p.ls = ls
 	}
 	return p, nil
@@ -169,7 +176,7 @@ func NewMultistreamProtocols(ids ...string) (*MultistreamProtocols, error) {
 // index returns the position of text in the set, or -1. A linear scan: the
 // sets are small (a handful of per-stream protocols) and it does not
 // allocate.
-func (p *MultistreamProtocols) index(text []byte) int {
+func (p *Protocols) index(text []byte) int {
 	for i, id := range p.ids {
 		if string(text) == id {
 			return i
@@ -192,7 +199,7 @@ const (
 	msFailed
 )
 
-// MultistreamListener negotiates the protocol of one connection or stream as
+// Listener negotiates the protocol of one connection or stream as
 // the listener (server). Its zero value is not usable: call Reset. It is
 // small (a pointer and a few bytes) so one can be embedded in every yamux
 // stream.
@@ -203,9 +210,9 @@ const (
 //	out = l.Start(out)                 // optional: header eagerly, like go
 //	out, n, err = l.Input(out, in)     // repeat with more bytes until Done
 //	in = in[n:]                        // after Done: bytes of the protocol
-type MultistreamListener struct {
-	protos     *MultistreamProtocols
-	err        *MultistreamError // set in msFailed
+type Listener struct {
+	protos     *Protocols
+	err        *Error // set in msFailed
 	sel        int32
 	state      uint8
 	proposals  uint8
@@ -213,20 +220,20 @@ type MultistreamListener struct {
 }
 
 // Reset prepares l for a new negotiation serving protos.
-func (l *MultistreamListener) Reset(protos *MultistreamProtocols) {
-	*l = MultistreamListener{protos: protos, sel: -1}
+func (l *Listener) Reset(protos *Protocols) {
+	*l = Listener{protos: protos, sel: -1}
 }
 
 // Start appends the multistream header to out, as go-multistream does before
 // reading anything. Calling it is optional: without it the header is sent
 // in answer to the dialer's header, as js-libp2p does. Both work with every
 // dialer.
-func (l *MultistreamListener) Start(out []byte) []byte {
+func (l *Listener) Start(out []byte) []byte {
 	if l.headerSent {
 		return out
 	}
 	l.headerSent = true
-	return AppendMultistreamMessage(out, MultistreamProtocolID)
+	return AppendMessage(out, ProtocolID)
 }
 
 // Input consumes the complete messages at the front of in and appends the
@@ -239,25 +246,25 @@ func (l *MultistreamListener) Start(out []byte) []byte {
 // lazy dialer pipelines it behind its proposal) and Input consumes nothing
 // more. The returned out holds the answers even when err != nil. An error is
 // terminal; the caller closes the connection or resets the stream.
-func (l *MultistreamListener) Input(out, in []byte) (_ []byte, consumed int, err error) {
+func (l *Listener) Input(out, in []byte) (_ []byte, consumed int, err error) {
 	for l.state != msDone {
 		if l.state == msFailed {
 			return out, consumed, l.err
 		}
-		text, n, perr := ParseMultistreamMessage(in[consumed:])
-		if perr == ErrShortBuffer {
+		text, n, perr := ParseMessage(in[consumed:])
+		if perr == ErrNeedMore {
 			return out, consumed, nil
 		}
 		if perr != nil {
-			return out, consumed, l.fail(perr.(*MultistreamError))
+			return out, consumed, l.fail(perr.(*Error))
 		}
 		consumed += n
 		switch l.state {
 		case msAwaitHeader:
 			// Spec: the first message MUST be the multistream header; go
 			// closes the connection otherwise.
-			if string(text) != MultistreamProtocolID {
-				return out, consumed, l.fail(ErrMultistreamBadHeader)
+			if string(text) != ProtocolID {
+				return out, consumed, l.fail(ErrBadHeader)
 			}
 			out = l.Start(out)
 			l.state = msAwaitProposal
@@ -266,34 +273,34 @@ func (l *MultistreamListener) Input(out, in []byte) (_ []byte, consumed int, err
 				l.sel = int32(i)
 				l.state = msDone
 				// Echo the exact bytes of the proposal.
-				out = AppendMultistreamMessage(out, l.protos.ids[i])
+				out = AppendMessage(out, l.protos.ids[i])
 				return out, consumed, nil
 			}
-			if l.proposals++; l.proposals > MaxMultistreamProposals {
-				return out, consumed, l.fail(ErrMultistreamTooManyProposals)
+			if l.proposals++; l.proposals > MaxProposals {
+				return out, consumed, l.fail(ErrTooManyProposals)
 			}
-			if string(text) == MultistreamLS && l.protos.ls != nil {
+			if string(text) == LS && l.protos.ls != nil {
 				out = append(out, l.protos.ls...)
 			} else {
-				out = AppendMultistreamMessage(out, MultistreamNA)
+				out = AppendMessage(out, NA)
 			}
 		}
 	}
 	return out, consumed, nil
 }
 
-func (l *MultistreamListener) fail(e *MultistreamError) error {
+func (l *Listener) fail(e *Error) error {
 	l.state, l.err = msFailed, e
 	return e
 }
 
 // Done reports whether a protocol has been selected.
-func (l *MultistreamListener) Done() bool { return l.state == msDone }
+func (l *Listener) Done() bool { return l.state == msDone }
 
 // Selected returns the index of the selected protocol in the set given to
 // Reset (in NewMultistreamProtocols order), or -1 before Done: a cheap key
 // for dispatching to the protocol's handler.
-func (l *MultistreamListener) Selected() int {
+func (l *Listener) Selected() int {
 	if l.state != msDone {
 		return -1
 	}
@@ -301,14 +308,14 @@ func (l *MultistreamListener) Selected() int {
 }
 
 // Protocol returns the selected protocol id, or "" before Done.
-func (l *MultistreamListener) Protocol() string {
+func (l *Listener) Protocol() string {
 	if l.state != msDone {
 		return ""
 	}
 	return l.protos.ids[l.sel]
 }
 
-// MultistreamDialer negotiates a protocol as the dialer (client): it
+// Dialer negotiates a protocol as the dialer (client): it
 // proposes its protocols in order of preference, the next one after each na.
 //
 // Pipelining: Start sends the header and the first proposal together, as
@@ -316,90 +323,90 @@ func (l *MultistreamListener) Protocol() string {
 // send that protocol's first bytes right behind Start's output without
 // waiting for Done (the "lazy" mode of go's NewMSSelect and rust's
 // V1Lazy); if the listener then answers na, Input returns
-// ErrMultistreamNotSupported and the connection or stream must be closed.
-type MultistreamDialer struct {
+// ErrNotSupported and the connection or stream must be closed.
+type Dialer struct {
 	protos []string
-	err    *MultistreamError // set in msFailed
-	next   int               // index of the proposal awaiting an answer
+	err    *Error // set in msFailed
+	next   int    // index of the proposal awaiting an answer
 	state  uint8
 }
 
-// NewMultistreamDialer returns a dialer proposing protos in order.
-func NewMultistreamDialer(protos ...string) (*MultistreamDialer, error) {
-	d := new(MultistreamDialer)
+// NewDialer returns a dialer proposing protos in order.
+func NewDialer(protos ...string) (*Dialer, error) {
+	d := new(Dialer)
 	return d, d.Reset(protos...)
 }
 
 // Reset prepares d for a new negotiation. protos is retained, not copied.
-func (d *MultistreamDialer) Reset(protos ...string) error {
-	*d = MultistreamDialer{protos: protos}
+func (d *Dialer) Reset(protos ...string) error {
+	*d = Dialer{protos: protos}
 	if len(protos) == 0 {
-		return d.fail(ErrMultistreamBadProtocol)
+		return d.fail(ErrBadProtocol)
 	}
 	for _, p := range protos {
-		if !validMultistreamProtocol(p) {
-			return d.fail(ErrMultistreamBadProtocol)
+		if !validProtocol(p) {
+			return d.fail(ErrBadProtocol)
 		}
 	}
 	return nil
 }
 
 // Start appends the header and the first proposal to out.
-func (d *MultistreamDialer) Start(out []byte) []byte {
-	out = AppendMultistreamMessage(out, MultistreamProtocolID)
-	return AppendMultistreamMessage(out, d.protos[0])
+func (d *Dialer) Start(out []byte) []byte {
+	out = AppendMessage(out, ProtocolID)
+	return AppendMessage(out, d.protos[0])
 }
 
 // Input consumes the listener's complete messages at the front of in and
 // appends any further proposal to out. Buffer rules as for
 // MultistreamListener.Input: consumed counts whole messages only, and after
 // Done, in[consumed:] belongs to the selected protocol.
-func (d *MultistreamDialer) Input(out, in []byte) (_ []byte, consumed int, err error) {
+func (d *Dialer) Input(out, in []byte) (_ []byte, consumed int, err error) {
 	for d.state != msDone {
 		if d.state == msFailed {
 			return out, consumed, d.err
 		}
-		text, n, perr := ParseMultistreamMessage(in[consumed:])
-		if perr == ErrShortBuffer {
+		text, n, perr := ParseMessage(in[consumed:])
+		if perr == ErrNeedMore {
 			return out, consumed, nil
 		}
 		if perr != nil {
-			return out, consumed, d.fail(perr.(*MultistreamError))
+			return out, consumed, d.fail(perr.(*Error))
 		}
 		consumed += n
 		switch d.state {
 		case msAwaitHeader:
-			if string(text) != MultistreamProtocolID {
-				return out, consumed, d.fail(ErrMultistreamBadHeader)
+			if string(text) != ProtocolID {
+				return out, consumed, d.fail(ErrBadHeader)
 			}
 			d.state = msAwaitAnswer
 		case msAwaitAnswer:
 			switch string(text) {
 			case d.protos[d.next]:
 				d.state = msDone
-			case MultistreamNA:
+			case NA:
 				if d.next++; d.next == len(d.protos) {
-					return out, consumed, d.fail(ErrMultistreamNotSupported)
+					return out, consumed, d.fail(ErrNotSupported)
 				}
-				out = AppendMultistreamMessage(out, d.protos[d.next])
+				out = AppendMessage(out, d.protos[d.next])
 			default:
-				return out, consumed, d.fail(ErrMultistreamUnexpected)
+				return out, consumed, d.fail(ErrUnexpected)
 			}
 		}
 	}
 	return out, consumed, nil
 }
 
-func (d *MultistreamDialer) fail(e *MultistreamError) error {
+func (d *Dialer) fail(e *Error) error {
 	d.state, d.err = msFailed, e
 	return e
 }
 
 // Done reports whether the listener accepted a proposal.
-func (d *MultistreamDialer) Done() bool { return d.state == msDone }
+func (d *Dialer) Done() bool { return d.state == msDone }
 
 // Protocol returns the accepted protocol id, or "" before Done.
-func (d *MultistreamDialer) Protocol() string {
+func (d *Dialer) Protocol() string {
 	if d.state != msDone {
 		return ""
 	}

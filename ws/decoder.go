@@ -1,4 +1,4 @@
-package codec
+package ws
 
 import "github.com/swarmgate/swarmgate/simd"
 
@@ -111,7 +111,7 @@ func (d *Decoder) readHeader(b []byte) (int, error) {
 	var err error
 	if d.hdrN == 0 {
 		h, n, err = ParseHeader(b)
-		if err == ErrShortBuffer {
+		if err == ErrNeedMore {
 			d.hdrN = uint8(copy(d.hdr[:], b))
 			return len(b), nil
 		}
@@ -119,7 +119,7 @@ func (d *Decoder) readHeader(b []byte) (int, error) {
 		have := int(d.hdrN)
 		k := copy(d.hdr[have:], b)
 		h, n, err = ParseHeader(d.hdr[:have+k])
-		if err == ErrShortBuffer {
+		if err == ErrNeedMore {
 			d.hdrN += uint8(k)
 			return k, nil
 		}

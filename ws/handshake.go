@@ -1,4 +1,4 @@
-package codec
+package ws
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ type HandshakeError struct {
 }
 
 func (e *HandshakeError) Error() string {
-	return "codec: websocket handshake " + e.Token + " (" + strconv.Itoa(e.Status) + ")"
+	return "ws: handshake " + e.Token + " (" + strconv.Itoa(e.Status) + ")"
 }
 
 func hsErr(status int, token string) *HandshakeError {
@@ -68,7 +68,7 @@ type Request struct {
 var headerEnd = []byte("\r\n\r\n")
 
 // ParseRequest parses a complete WebSocket upgrade request from the start of
-// b and validates it as RFC 6455 §4.2.1 asks. It returns ErrShortBuffer while
+// b and validates it as RFC 6455 §4.2.1 asks. It returns ErrNeedMore while
 // the header block is incomplete and shorter than max, and a *HandshakeError
 // carrying the HTTP status otherwise. max <= 0 selects DefaultMaxRequestSize.
 // Bytes after the returned length belong to the frame stream.
@@ -81,7 +81,7 @@ func ParseRequest(b []byte, max int) (Request, int, error) {
 		if len(b) >= max {
 			return Request{}, 0, ErrRequestTooLarge
 		}
-		return Request{}, 0, ErrShortBuffer
+		return Request{}, 0, ErrNeedMore
 	}
 	n := end + len(headerEnd)
 	if n > max {
@@ -335,7 +335,7 @@ var (
 )
 
 // ParseResponse parses the server's answer to a request sent with key. It
-// returns ErrShortBuffer while the header block is incomplete, and the length
+// returns ErrNeedMore while the header block is incomplete, and the length
 // of the response when the upgrade succeeded; the bytes after it are frames.
 func ParseResponse(b, key []byte, max int) (int, error) {
 	if max <= 0 {
@@ -346,7 +346,7 @@ func ParseResponse(b, key []byte, max int) (int, error) {
 		if len(b) >= max {
 			return 0, ErrResponseTooLarge
 		}
-		return 0, ErrShortBuffer
+		return 0, ErrNeedMore
 	}
 	head := b[:end+2]
 	eol := bytes.Index(head, crlf)

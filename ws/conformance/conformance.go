@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/swarmgate/swarmgate/codec"
+	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Target is the server under test: a TCP address and an echo path that
@@ -61,7 +61,7 @@ type conn struct {
 	t   *testing.T
 	nc  net.Conn
 	br  *bufio.Reader
-	dec codec.Decoder
+	dec ws.Decoder
 	buf []byte
 }
 
@@ -82,20 +82,20 @@ func dialRaw(t *testing.T, tg Target) *conn {
 		}
 		nc = tc
 	}
-	return &conn{t: t, nc: nc, br: bufio.NewReader(nc), dec: codec.NewDecoder(codec.Client, 1<<30)}
+	return &conn{t: t, nc: nc, br: bufio.NewReader(nc), dec: ws.NewDecoder(ws.Client, 1<<30)}
 }
 
 // open dials and completes a valid opening handshake.
 func open(t *testing.T, tg Target) *conn {
 	t.Helper()
 	c := dialRaw(t, tg)
-	key := codec.NewKey()
-	c.write(codec.AppendRequest(nil, tg.Addr, tg.Path, key[:]))
+	key := ws.NewKey()
+	c.write(ws.AppendRequest(nil, tg.Addr, tg.Path, key[:]))
 	status, head := c.readResponse()
 	if status != 101 {
 		t.Fatalf("upgrade refused: %d\n%s", status, head)
 	}
-	if _, err := codec.ParseResponse([]byte(head), key[:], 0); err != nil {
+	if _, err := ws.ParseResponse([]byte(head), key[:], 0); err != nil {
 		t.Fatalf("bad 101 response: %v\n%s", err, head)
 	}
 	return c
@@ -142,9 +142,9 @@ func (c *conn) readResponse() (int, string) {
 
 // frame is one message or control frame the server sent.
 type frame struct {
-	op      codec.Opcode
+	op      ws.Opcode
 	payload []byte
-	code    codec.CloseCode
+	code    ws.CloseCode
 }
 
 // next reads the server's next complete message or control frame.
@@ -159,17 +159,17 @@ func (c *conn) next() (frame, error) {
 				return frame{}, fmt.Errorf("server sent an invalid frame: %w", err)
 			}
 			switch ev.Kind {
-			case codec.EventData:
+			case ws.EventData:
 				msg = append(msg, payload...)
 				if ev.End {
 					return frame{op: ev.Op, payload: msg}, nil
 				}
-			case codec.EventPing:
-				return frame{op: codec.OpPing, payload: payload}, nil
-			case codec.EventPong:
-				return frame{op: codec.OpPong, payload: payload}, nil
-			case codec.EventClose:
-				return frame{op: codec.OpClose, code: ev.Code, payload: payload}, nil
+			case ws.EventPing:
+				return frame{op: ws.OpPing, payload: payload}, nil
+			case ws.EventPong:
+				return frame{op: ws.OpPong, payload: payload}, nil
+			case ws.EventClose:
+				return frame{op: ws.OpClose, code: ev.Code, payload: payload}, nil
 			}
 		}
 		var b [32 << 10]byte
@@ -181,7 +181,7 @@ func (c *conn) next() (frame, error) {
 	}
 }
 
-func (c *conn) expectMessage(op codec.Opcode, payload []byte) {
+func (c *conn) expectMessage(op ws.Opcode, payload []byte) {
 	c.t.Helper()
 	f, err := c.next()
 	if err != nil {
@@ -194,18 +194,18 @@ func (c *conn) expectMessage(op codec.Opcode, payload []byte) {
 
 func (c *conn) expectPong(payload []byte) {
 	c.t.Helper()
-	c.expectMessage(codec.OpPong, payload)
+	c.expectMessage(ws.OpPong, payload)
 }
 
 // expectClose checks that the server sends Close with code (CloseNoStatus:
 // an empty Close) and then closes TCP.
-func (c *conn) expectClose(code codec.CloseCode) {
+func (c *conn) expectClose(code ws.CloseCode) {
 	c.t.Helper()
 	f, err := c.next()
 	if err != nil {
 		c.t.Fatalf("want Close %d: %v", code, err)
 	}
-	if f.op != codec.OpClose || f.code != code {
+	if f.op != ws.OpClose || f.code != code {
 		c.t.Fatalf("want Close %d, got op %v code %d (%d bytes)", code, f.op, f.code, len(f.payload))
 	}
 	c.expectTCPClose()
@@ -213,7 +213,7 @@ func (c *conn) expectClose(code codec.CloseCode) {
 
 // expectFail checks that the server fails the connection with code: a
 // Close carrying it, or (also allowed by RFC 6455 §7.1.7) just TCP closing.
-func (c *conn) expectFail(code codec.CloseCode) {
+func (c *conn) expectFail(code ws.CloseCode) {
 	c.t.Helper()
 	f, err := c.next()
 	if err != nil {
@@ -222,7 +222,7 @@ func (c *conn) expectFail(code codec.CloseCode) {
 		}
 		c.t.Fatalf("want failure %d: %v", code, err)
 	}
-	if f.op != codec.OpClose || f.code != code {
+	if f.op != ws.OpClose || f.code != code {
 		c.t.Fatalf("want Close %d, got op %v code %d", code, f.op, f.code)
 	}
 	c.expectTCPClose()
@@ -250,19 +250,19 @@ func (c *conn) expectTCPClose() {
 }
 
 // Frame builders (client role: masked).
-func fr(fin bool, op codec.Opcode, p []byte) []byte {
-	return codec.AppendFrame(nil, codec.Client, fin, op, p)
+func fr(fin bool, op ws.Opcode, p []byte) []byte {
+	return ws.AppendFrame(nil, ws.Client, fin, op, p)
 }
-func text(s string) []byte { return fr(true, codec.OpText, []byte(s)) }
-func bin(p []byte) []byte  { return fr(true, codec.OpBinary, p) }
+func text(s string) []byte { return fr(true, ws.OpText, []byte(s)) }
+func bin(p []byte) []byte  { return fr(true, ws.OpBinary, p) }
 func closeFrame(code uint16, reason string) []byte {
 	body := []byte{byte(code >> 8), byte(code)}
-	return fr(true, codec.OpClose, append(body, reason...))
+	return fr(true, ws.OpClose, append(body, reason...))
 }
 
 // withBits returns a masked frame with raw first-byte bits.
 func withBits(b0 byte, p []byte) []byte {
-	f := fr(true, codec.OpBinary, p)
+	f := fr(true, ws.OpBinary, p)
 	f[0] = b0
 	return f
 }

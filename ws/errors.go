@@ -1,16 +1,24 @@
-// Package codec holds the wire formats of the swarmgate stack as incremental
-// parsers over byte slices and appending encoders: WebSocket frames and the
-// opening handshake (RFC 6455), multistream-select and length-prefixed framing.
+// Package ws is the WebSocket wire format (RFC 6455) as incremental parsers
+// over byte slices and appending encoders: frames, the opening handshake,
+// close codes and UTF-8 validation of text messages.
 //
 // Parsers have the shape parse(b) (value, n, err): they consume n bytes of b,
-// return ErrShortBuffer when b holds only a prefix of a valid unit (so an event
+// return ErrNeedMore when b holds only a prefix of a valid unit (so an event
 // loop can wait for more bytes), and check every limit before allocating.
 // Encoders have the shape Append…(dst, …) []byte.
 //
-// codec imports nothing else from this module except simd.
-package codec
+// ws imports nothing else from this module except simd and internal/wire.
+package ws
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/swarmgate/swarmgate/internal/wire"
+)
+
+// ErrNeedMore is wire.ErrNeedMore: b ends inside a frame or a handshake
+// that may still become valid.
+var ErrNeedMore = wire.ErrNeedMore
 
 // ProtocolError is a WebSocket failure that closes the connection with a
 // status code from RFC 6455 §7.4.1. Token is a stable identifier of the
@@ -21,7 +29,7 @@ type ProtocolError struct {
 }
 
 func (e *ProtocolError) Error() string {
-	return "codec: websocket " + e.Token + " (close " + strconv.Itoa(int(e.Code)) + ")"
+	return "ws: " + e.Token + " (close " + strconv.Itoa(int(e.Code)) + ")"
 }
 
 func protoErr(code CloseCode, token string) *ProtocolError {

@@ -1,4 +1,4 @@
-package codec
+package ws
 
 import (
 	"bytes"
@@ -65,8 +65,8 @@ func TestParseHeaderTruncatedPrefixes(t *testing.T) {
 		for _, masked := range []bool{false, true} {
 			full := AppendHeader(nil, Header{Fin: true, Op: OpBinary, Masked: masked, Key: [4]byte{1, 2, 3, 4}, Length: l})
 			for i := 0; i < len(full); i++ {
-				if _, _, err := ParseHeader(full[:i]); err != ErrShortBuffer {
-					t.Fatalf("len %d masked %v prefix %d: err %v, want ErrShortBuffer", l, masked, i, err)
+				if _, _, err := ParseHeader(full[:i]); err != ErrNeedMore {
+					t.Fatalf("len %d masked %v prefix %d: err %v, want ErrNeedMore", l, masked, i, err)
 				}
 			}
 		}

@@ -1,4 +1,4 @@
-package codec
+package multistream
 
 import (
 	"bytes"
@@ -38,28 +38,28 @@ var msVectors = []struct{ text, hex string }{
 func TestMultistreamVectors(t *testing.T) {
 	for _, v := range msVectors {
 		want := msHex(t, v.hex)
-		if got := AppendMultistreamMessage(nil, v.text); !bytes.Equal(got, want) {
+		if got := AppendMessage(nil, v.text); !bytes.Equal(got, want) {
 			t.Errorf("Append(%q) = %x, want %x", v.text, got, want)
 		}
-		text, n, err := ParseMultistreamMessage(append(want, 0xff))
+		text, n, err := ParseMessage(append(want, 0xff))
 		if err != nil || n != len(want) || string(text) != v.text {
 			t.Errorf("Parse(%x) = %q, %d, %v", want, text, n, err)
 		}
 		for i := range want {
-			if _, _, err := ParseMultistreamMessage(want[:i]); err != ErrShortBuffer {
-				t.Errorf("Parse(prefix %d of %q) err = %v, want ErrShortBuffer", i, v.text, err)
+			if _, _, err := ParseMessage(want[:i]); err != ErrNeedMore {
+				t.Errorf("Parse(prefix %d of %q) err = %v, want ErrNeedMore", i, v.text, err)
 			}
 		}
 	}
 	// Longest legal message: 1023 bytes of text + newline, 2-byte prefix.
-	long := strings.Repeat("a", MaxMultistreamMessage-1)
-	enc := AppendMultistreamMessage(nil, long)
+	long := strings.Repeat("a", MaxMessage-1)
+	enc := AppendMessage(nil, long)
 	for i := range enc {
-		if _, _, err := ParseMultistreamMessage(enc[:i]); err != ErrShortBuffer {
+		if _, _, err := ParseMessage(enc[:i]); err != ErrNeedMore {
 			t.Fatalf("prefix %d: %v", i, err)
 		}
 	}
-	if text, n, err := ParseMultistreamMessage(enc); err != nil || n != len(enc) || string(text) != long {
+	if text, n, err := ParseMessage(enc); err != nil || n != len(enc) || string(text) != long {
 		t.Fatalf("max message: %d %v", n, err)
 	}
 }
@@ -70,56 +70,32 @@ func TestMultistreamParseErrors(t *testing.T) {
 		in   string
 		want error
 	}{
-		{"zero length", "00", ErrMultistreamMalformed},
-		{"no newline", "03 6e6161", ErrMultistreamMalformed},
-		{"length 1025", "8108" + strings.Repeat("61", 1024) + "0a", ErrMultistreamTooLarge},
-		{"length 1025 before body", "8108", ErrMultistreamTooLarge},
-		{"3-byte varint", "808001", ErrMultistreamTooLarge},
-		{"3-byte varint early", "8080", ErrMultistreamTooLarge},
-		{"non-minimal varint", "8300 6e61 0a", ErrMultistreamMalformed},
+		{"zero length", "00", ErrMalformed},
+		{"no newline", "03 6e6161", ErrMalformed},
+		{"length 1025", "8108" + strings.Repeat("61", 1024) + "0a", ErrTooLarge},
+		{"length 1025 before body", "8108", ErrTooLarge},
+		{"3-byte varint", "808001", ErrTooLarge},
+		{"3-byte varint early", "8080", ErrTooLarge},
+		{"non-minimal varint", "8300 6e61 0a", ErrMalformed},
 	} {
-		_, _, err := ParseMultistreamMessage(msHex(t, c.in))
+		_, _, err := ParseMessage(msHex(t, c.in))
 		if err != c.want {
 			t.Errorf("%s: err = %v, want %v", c.name, err, c.want)
 		}
-		var me *MultistreamError
+		var me *Error
 		if !errors.As(err, &me) || me.Reason() == "" {
 			t.Errorf("%s: %v has no reason", c.name, err)
 		}
 	}
 }
 
-func TestParseUvarint(t *testing.T) {
-	for _, v := range []uint64{0, 1, 127, 128, 300, 16383, 16384, 1 << 35, 1<<64 - 1} {
-		enc := AppendUvarint(nil, v)
-		got, n, err := ParseUvarint(enc, MaxUvarintLen64)
-		if err != nil || got != v || n != len(enc) {
-			t.Errorf("%d: got %d %d %v", v, got, n, err)
-		}
-		for i := range enc {
-			if _, _, err := ParseUvarint(enc[:i], MaxUvarintLen64); err != ErrShortBuffer {
-				t.Errorf("%d prefix %d: %v", v, i, err)
-			}
-		}
-	}
-	if _, _, err := ParseUvarint([]byte{0x80, 0x80, 0x01}, 2); err != ErrUvarintTooLong {
-		t.Errorf("limit: %v", err)
-	}
-	if _, _, err := ParseUvarint([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02}, 10); err != ErrUvarintTooLong {
-		t.Errorf("overflow: %v", err)
-	}
-	if _, _, err := ParseUvarint([]byte{0x80, 0x00}, 10); err != ErrUvarintNotMinimal {
-		t.Errorf("non-minimal: %v", err)
-	}
-}
-
-var msTestProtos, _ = NewMultistreamProtocols("/noise", "/yamux/1.0.0")
+var msTestProtos, _ = NewProtocols("/noise", "/yamux/1.0.0")
 
 // msFeed drives a listener with in split into pieces of the given sizes
 // (cycled; 0 means all at once), re-presenting unconsumed bytes like the
 // engine does, and returns everything written, the leftover bytes and the
 // error.
-func msFeed(l *MultistreamListener, out, in []byte, chunk int) (_, rest []byte, err error) {
+func msFeed(l *Listener, out, in []byte, chunk int) (_, rest []byte, err error) {
 	var buf []byte
 	if chunk == 0 {
 		chunk = len(in) + 1
@@ -142,11 +118,11 @@ func msFeed(l *MultistreamListener, out, in []byte, chunk int) (_, rest []byte, 
 }
 
 func TestMultistreamListenerScenarios(t *testing.T) {
-	hdr := AppendMultistreamMessage(nil, MultistreamProtocolID)
+	hdr := AppendMessage(nil, ProtocolID)
 	msg := func(s ...string) []byte {
 		var b []byte
 		for _, x := range s {
-			b = AppendMultistreamMessage(b, x)
+			b = AppendMessage(b, x)
 		}
 		return b
 	}
@@ -160,23 +136,23 @@ func TestMultistreamListenerScenarios(t *testing.T) {
 		rest    []byte
 		wantErr error
 	}{
-		{"go default dialer", true, msg(MultistreamProtocolID, "/tls/1.0.0", "/noise"),
-			msg(MultistreamProtocolID, "na", "/noise"), "/noise", nil, nil},
-		{"js-style lazy header", false, msg(MultistreamProtocolID, "/noise"),
-			msg(MultistreamProtocolID, "/noise"), "/noise", nil, nil},
-		{"rust V1Lazy with noise msg1", true, append(msg(MultistreamProtocolID, "/noise"), noiseMsg1...),
-			msg(MultistreamProtocolID, "/noise"), "/noise", noiseMsg1, nil},
-		{"ls then proposal", true, msg(MultistreamProtocolID, "ls", "/yamux/1.0.0"),
+		{"go default dialer", true, msg(ProtocolID, "/tls/1.0.0", "/noise"),
+			msg(ProtocolID, "na", "/noise"), "/noise", nil, nil},
+		{"js-style lazy header", false, msg(ProtocolID, "/noise"),
+			msg(ProtocolID, "/noise"), "/noise", nil, nil},
+		{"rust V1Lazy with noise msg1", true, append(msg(ProtocolID, "/noise"), noiseMsg1...),
+			msg(ProtocolID, "/noise"), "/noise", noiseMsg1, nil},
+		{"ls then proposal", true, msg(ProtocolID, "ls", "/yamux/1.0.0"),
 			append(append(hdr, msHex(t, "17 07 2f6e6f697365 0a 0d 2f79616d75782f312e302e30 0a 0a")...), msg("/yamux/1.0.0")...),
 			"/yamux/1.0.0", nil, nil},
-		{"repeated header is na", true, msg(MultistreamProtocolID, MultistreamProtocolID, "/noise"),
-			msg(MultistreamProtocolID, "na", "/noise"), "/noise", nil, nil},
-		{"first message not header", true, msg("/noise"), hdr, "", nil, ErrMultistreamBadHeader},
-		{"garbage", true, []byte("GET / HTTP/1.1\r\n" + strings.Repeat("x", 80)), hdr, "", nil, ErrMultistreamMalformed},
+		{"repeated header is na", true, msg(ProtocolID, ProtocolID, "/noise"),
+			msg(ProtocolID, "na", "/noise"), "/noise", nil, nil},
+		{"first message not header", true, msg("/noise"), hdr, "", nil, ErrBadHeader},
+		{"garbage", true, []byte("GET / HTTP/1.1\r\n" + strings.Repeat("x", 80)), hdr, "", nil, ErrMalformed},
 	}
 	for _, c := range cases {
 		for _, chunk := range []int{0, 1, 2, 3, 7} {
-			var l MultistreamListener
+			var l Listener
 			l.Reset(msTestProtos)
 			var out []byte
 			if c.eager {
@@ -198,23 +174,23 @@ func TestMultistreamListenerScenarios(t *testing.T) {
 }
 
 func TestMultistreamListenerTooManyProposals(t *testing.T) {
-	var l MultistreamListener
+	var l Listener
 	l.Reset(msTestProtos)
-	in := AppendMultistreamMessage(nil, MultistreamProtocolID)
-	for range MaxMultistreamProposals + 1 {
-		in = AppendMultistreamMessage(in, "/nope")
+	in := AppendMessage(nil, ProtocolID)
+	for range MaxProposals + 1 {
+		in = AppendMessage(in, "/nope")
 	}
 	_, _, err := l.Input(nil, in)
-	if err != ErrMultistreamTooManyProposals {
+	if err != ErrTooManyProposals {
 		t.Fatalf("err = %v", err)
 	}
-	if _, _, err := l.Input(nil, in); err != ErrMultistreamTooManyProposals {
+	if _, _, err := l.Input(nil, in); err != ErrTooManyProposals {
 		t.Fatalf("sticky err = %v", err)
 	}
 }
 
 func TestMultistreamDialer(t *testing.T) {
-	d, err := NewMultistreamDialer("/tls/1.0.0", "/noise")
+	d, err := NewDialer("/tls/1.0.0", "/noise")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +201,7 @@ func TestMultistreamDialer(t *testing.T) {
 	in := msHex(t, "132f6d756c746973747265616d2f312e302e300a 036e610a")
 	in = append(in, msHex(t, "072f6e6f6973650a 00")...)
 	for i := 1; i <= len(in); i++ { // byte at a time, re-presenting leftovers
-		d2, _ := NewMultistreamDialer("/tls/1.0.0", "/noise")
+		d2, _ := NewDialer("/tls/1.0.0", "/noise")
 		var got []byte
 		var buf []byte
 		for j := range in {
@@ -242,24 +218,24 @@ func TestMultistreamDialer(t *testing.T) {
 		}
 		break
 	}
-	d3, _ := NewMultistreamDialer("/noise")
+	d3, _ := NewDialer("/noise")
 	d3.Start(nil)
-	if _, _, err := d3.Input(nil, msHex(t, "132f6d756c746973747265616d2f312e302e300a 036e610a")); err != ErrMultistreamNotSupported {
+	if _, _, err := d3.Input(nil, msHex(t, "132f6d756c746973747265616d2f312e302e300a 036e610a")); err != ErrNotSupported {
 		t.Fatalf("na: %v", err)
 	}
-	d4, _ := NewMultistreamDialer("/noise")
-	if _, _, err := d4.Input(nil, msHex(t, "132f6d756c746973747265616d2f312e302e300a 036e6f0a")); err != ErrMultistreamUnexpected {
+	d4, _ := NewDialer("/noise")
+	if _, _, err := d4.Input(nil, msHex(t, "132f6d756c746973747265616d2f312e302e300a 036e6f0a")); err != ErrUnexpected {
 		t.Fatalf("unexpected: %v", err)
 	}
-	if _, err := NewMultistreamDialer("bad\nproto"); err != ErrMultistreamBadProtocol {
+	if _, err := NewDialer("bad\nproto"); err != ErrBadProtocol {
 		t.Fatalf("bad proto: %v", err)
 	}
 }
 
 // msServe runs a listener over conn like the engine would, returning the
 // selected protocol and the connection with leftover bytes in front.
-func msServe(conn net.Conn, protos *MultistreamProtocols) (string, []byte, error) {
-	var l MultistreamListener
+func msServe(conn net.Conn, protos *Protocols) (string, []byte, error) {
+	var l Listener
 	l.Reset(protos)
 	if _, err := conn.Write(l.Start(nil)); err != nil {
 		return "", nil, err
@@ -287,7 +263,7 @@ func msServe(conn net.Conn, protos *MultistreamProtocols) (string, []byte, error
 }
 
 func TestMultistreamInteropGoDialer(t *testing.T) {
-	protos, _ := NewMultistreamProtocols("/noise", "/ipfs/ping/1.0.0")
+	protos, _ := NewProtocols("/noise", "/ipfs/ping/1.0.0")
 	type res struct {
 		proto string
 		rest  []byte
@@ -375,7 +351,7 @@ func TestMultistreamInteropGoListener(t *testing.T) {
 		}
 		done <- err
 	}()
-	d, _ := NewMultistreamDialer("/mplex/6.7.0", "/yamux/1.0.0")
+	d, _ := NewDialer("/mplex/6.7.0", "/yamux/1.0.0")
 	go func() { _, _ = c.Write(d.Start(nil)) }()
 	var buf []byte
 	tmp := make([]byte, 1)
@@ -408,38 +384,38 @@ func TestMultistreamInteropGoListener(t *testing.T) {
 
 func FuzzMultistreamMessage(f *testing.F) {
 	for _, v := range msVectors {
-		f.Add(AppendMultistreamMessage(nil, v.text))
+		f.Add(AppendMessage(nil, v.text))
 	}
-	f.Add(appendMultistreamLS(nil, []string{"/noise", "/yamux/1.0.0"}))
-	f.Add(AppendMultistreamMessage(nil, strings.Repeat("x", MaxMultistreamMessage-1)))
+	f.Add(appendLS(nil, []string{"/noise", "/yamux/1.0.0"}))
+	f.Add(AppendMessage(nil, strings.Repeat("x", MaxMessage-1)))
 	f.Add([]byte{0x81, 0x08})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		text, n, err := ParseMultistreamMessage(b)
+		text, n, err := ParseMessage(b)
 		if err != nil {
 			if text != nil || n != 0 {
 				t.Fatal("data with error")
 			}
-			if err == ErrShortBuffer {
+			if err == ErrNeedMore {
 				// A short buffer must stay short or become valid/invalid
 				// only with more bytes: every prefix is short too.
 				for i := range b {
-					if _, _, e := ParseMultistreamMessage(b[:i]); e != ErrShortBuffer {
+					if _, _, e := ParseMessage(b[:i]); e != ErrNeedMore {
 						t.Fatalf("prefix %d of short input: %v", i, e)
 					}
 				}
 			}
 			return
 		}
-		if len(text) >= MaxMultistreamMessage {
+		if len(text) >= MaxMessage {
 			t.Fatalf("text of %d bytes", len(text))
 		}
-		if re := AppendMultistreamMessage(nil, string(text)); !bytes.Equal(re, b[:n]) {
+		if re := AppendMessage(nil, string(text)); !bytes.Equal(re, b[:n]) {
 			t.Fatalf("re-encoded %x != %x", re, b[:n])
 		}
 		// A listener fed the same bytes one at a time and all at once ends
 		// in the same state.
-		in := append(AppendMultistreamMessage(nil, MultistreamProtocolID), b...)
-		var l1, l2 MultistreamListener
+		in := append(AppendMessage(nil, ProtocolID), b...)
+		var l1, l2 Listener
 		l1.Reset(msTestProtos)
 		l2.Reset(msTestProtos)
 		o1, r1, e1 := msFeed(&l1, nil, in, 0)

@@ -1,4 +1,4 @@
-package codec
+package ws
 
 import (
 	"encoding/binary"
@@ -40,12 +40,12 @@ type Header struct {
 const MaxHeaderSize = 14
 
 // ParseHeader decodes the frame header at the start of b and returns it with
-// its size. It returns ErrShortBuffer when b ends inside the header. It
+// its size. It returns ErrNeedMore when b ends inside the header. It
 // checks only what the header alone decides (the 64-bit length's top bit);
 // sequencing rules are the Decoder's.
 func ParseHeader(b []byte) (Header, int, error) {
 	if len(b) < 2 {
-		return Header{}, 0, ErrShortBuffer
+		return Header{}, 0, ErrNeedMore
 	}
 	h := Header{
 		Fin:    b[0]&0x80 != 0,
@@ -57,13 +57,13 @@ func ParseHeader(b []byte) (Header, int, error) {
 	switch l := b[1] & 0x7f; l {
 	case 126:
 		if len(b) < 4 {
-			return Header{}, 0, ErrShortBuffer
+			return Header{}, 0, ErrNeedMore
 		}
 		h.Length = int64(binary.BigEndian.Uint16(b[2:]))
 		n = 4
 	case 127:
 		if len(b) < 10 {
-			return Header{}, 0, ErrShortBuffer
+			return Header{}, 0, ErrNeedMore
 		}
 		u := binary.BigEndian.Uint64(b[2:])
 		// "the most significant bit MUST be 0" (RFC 6455 §5.2).
@@ -77,7 +77,7 @@ func ParseHeader(b []byte) (Header, int, error) {
 	}
 	if h.Masked {
 		if len(b) < n+4 {
-			return Header{}, 0, ErrShortBuffer
+			return Header{}, 0, ErrNeedMore
 		}
 		copy(h.Key[:], b[n:n+4])
 		n += 4

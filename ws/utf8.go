@@ -1,4 +1,4 @@
-package codec
+package ws
 
 import "unicode/utf8"
 

@@ -1,4 +1,4 @@
-package codec
+package ws
 
 import (
 	"bytes"
@@ -54,13 +54,13 @@ func TestParseRequest(t *testing.T) {
 
 func TestParseRequestTruncatedPrefixes(t *testing.T) {
 	for i := 0; i < len(goodRequest); i++ {
-		if _, _, err := ParseRequest(goodRequest[:i], 0); err != ErrShortBuffer {
+		if _, _, err := ParseRequest(goodRequest[:i], 0); err != ErrNeedMore {
 			t.Fatalf("prefix %d: err %v", i, err)
 		}
 	}
 	resp := AppendResponse(nil, []byte(sampleKey))
 	for i := 0; i < len(resp); i++ {
-		if _, err := ParseResponse(resp[:i], []byte(sampleKey), 0); err != ErrShortBuffer {
+		if _, err := ParseResponse(resp[:i], []byte(sampleKey), 0); err != ErrNeedMore {
 			t.Fatalf("response prefix %d: err %v", i, err)
 		}
 	}
@@ -166,7 +166,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r, n, err := ParseRequest(in, 1024)
 		switch {
-		case err == ErrShortBuffer:
+		case err == ErrNeedMore:
 			if bytes.Contains(in, headerEnd) || len(in) >= 1024 {
 				t.Fatalf("need-more for a complete or oversized input")
 			}
@@ -181,7 +181,7 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			// Every strict prefix of an accepted request asks for more bytes.
 			for i := 0; i < n; i++ {
-				if _, _, err := ParseRequest(in[:i], 1024); err != ErrShortBuffer {
+				if _, _, err := ParseRequest(in[:i], 1024); err != ErrNeedMore {
 					t.Fatalf("prefix %d: %v", i, err)
 				}
 			}

@@ -19,8 +19,8 @@ import (
 	"github.com/gorilla/websocket"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/swarmgate/swarmgate/ws/conformance"
 	"github.com/swarmgate/swarmgate/ws"
+	"github.com/swarmgate/swarmgate/ws/conformance"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

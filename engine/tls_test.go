@@ -28,8 +28,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/swarmgate/swarmgate/ws/conformance"
 	"github.com/swarmgate/swarmgate/ws"
+	"github.com/swarmgate/swarmgate/ws/conformance"
 )
 
 // testCert is a self-signed certificate for localhost and 127.0.0.1 and a

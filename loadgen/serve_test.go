@@ -22,9 +22,9 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/swarmgate/swarmgate/engine"
-	"github.com/swarmgate/swarmgate/ws/conformance"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/ws"
+	"github.com/swarmgate/swarmgate/ws/conformance"
 )
 
 // buildLoadgen compiles this command once per test binary.

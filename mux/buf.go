@@ -1,53 +1,13 @@
 package mux
 
-import "sync"
+import "github.com/swarmgate/swarmgate/internal/bufpool"
 
-// Buffers come in three fixed size classes so that sessions can drop them
-// when drained (an idle connection holds no large buffer) and get them back
-// without allocating. A buffer larger than the biggest class (a receive
-// buffer of an auto-tuned window) is allocated and left to the GC.
-const (
-	classSmall  = 4 << 10
-	classMedium = 64 << 10
-	classLarge  = InitialWindow
-)
-
-var (
-	poolSmall  = sync.Pool{New: func() any { return new([classSmall]byte) }}
-	poolMedium = sync.Pool{New: func() any { return new([classMedium]byte) }}
-	poolLarge  = sync.Pool{New: func() any { return new([classLarge]byte) }}
-)
-
-// getBuf returns an empty slice with capacity at least n.
-func getBuf(n int) []byte {
-	switch {
-	case n <= classSmall:
-		return poolSmall.Get().(*[classSmall]byte)[:0]
-	case n <= classMedium:
-		return poolMedium.Get().(*[classMedium]byte)[:0]
-	case n <= classLarge:
-		return poolLarge.Get().(*[classLarge]byte)[:0]
-	}
-	return make([]byte, 0, n)
-}
-
-// putBuf returns b, obtained from getBuf, to its pool. It panics on a
-// capacity that is neither a class nor above the largest class: that is a
-// slice getBuf never handed out.
-func putBuf(b []byte) {
-	switch cap(b) {
-	case classSmall:
-		poolSmall.Put((*[classSmall]byte)(b[:classSmall]))
-	case classMedium:
-		poolMedium.Put((*[classMedium]byte)(b[:classMedium]))
-	case classLarge:
-		poolLarge.Put((*[classLarge]byte)(b[:classLarge]))
-	default:
-		if cap(b) <= classLarge {
-			panic("mux: putBuf of a foreign buffer")
-		}
-	}
-}
+// Buffers come from bufpool's fixed classes so that sessions drop them when
+// drained (an idle connection holds no large buffer) and get them back
+// without allocating; the largest class is InitialWindow. A buffer larger
+// than that (a receive buffer of an auto-tuned window) is allocated and left
+// to the GC.
+const classLarge = bufpool.Large
 
 // queue is a FIFO byte buffer: bytes live in b[off:]. It holds no memory
 // while empty.
@@ -81,10 +41,10 @@ func (q *queue) reserve(n int) (shift int) {
 		// large MaxOutput), grow geometrically to keep appends linear.
 		need = max(need, 2*cap(q.b))
 	}
-	nb := getBuf(need)
+	nb := bufpool.Get(need)
 	nb = append(nb, q.b[q.off:]...)
 	if q.b != nil {
-		putBuf(q.b)
+		bufpool.Put(q.b)
 	}
 	shift = q.off
 	q.b, q.off = nb, 0
@@ -108,7 +68,7 @@ func (q *queue) discard(n int) {
 // release returns the buffer to its pool.
 func (q *queue) release() {
 	if q.b != nil {
-		putBuf(q.b)
+		bufpool.Put(q.b)
 	}
 	q.b, q.off = nil, 0
 }

@@ -1,6 +1,10 @@
 package mux
 
-import "time"
+import (
+	"time"
+
+	"github.com/swarmgate/swarmgate/internal/bufpool"
+)
 
 // InitialWindow is the per-stream, per-direction flow-control window both
 // sides assume at stream open without any exchange (spec.md "Flow Control":
@@ -127,3 +131,6 @@ func (c *Config) setDefaults() {
 		c.PingTimeout = DefaultPingTimeout
 	}
 }
+
+// A receive queue of a fresh stream fills exactly one pool class.
+var _ = [1]struct{}{}[InitialWindow-bufpool.Large]

@@ -1,12 +1,10 @@
-package engine
+package admission
 
 import (
 	"bytes"
 	"fmt"
 	"net/netip"
 	"strings"
-
-	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Behind a load balancer or CDN every connection comes from the proxy's
@@ -91,7 +89,7 @@ func NewTrustedProxies(cidrs []string, headers ...ProxyHeader) (*TrustedProxies,
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("engine: trusted proxy %q: %w", s, err)
+			return nil, fmt.Errorf("admission: trusted proxy %q: %w", s, err)
 		}
 		p = p.Masked()
 		if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:a.b.c.d/n is an IPv4 prefix
@@ -101,7 +99,7 @@ func NewTrustedProxies(cidrs []string, headers ...ProxyHeader) (*TrustedProxies,
 	}
 	for _, h := range t.headers {
 		if h < HeaderXForwardedFor || h > HeaderXRealIP {
-			return nil, fmt.Errorf("engine: unknown proxy header %d", h)
+			return nil, fmt.Errorf("admission: unknown proxy header %d", h)
 		}
 	}
 	return t, nil
@@ -119,12 +117,6 @@ func (t *TrustedProxies) Trusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// RequestClientAddr is ClientAddr with the headers of a parsed upgrade
-// request.
-func (t *TrustedProxies) RequestClientAddr(peer netip.Addr, r *ws.Request) (netip.Addr, string) {
-	return t.ClientAddr(peer, r.XForwardedFor, r.XRealIP, r.Forwarded)
 }
 
 // ClientAddr returns the address to account the connection to and where

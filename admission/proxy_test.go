@@ -1,10 +1,8 @@
-package engine
+package admission
 
 import (
 	"net/netip"
 	"testing"
-
-	"github.com/swarmgate/swarmgate/ws"
 )
 
 func testProxies(t testing.TB, headers ...ProxyHeader) *TrustedProxies {
@@ -140,8 +138,7 @@ func TestClientAddrHeaderOrder(t *testing.T) {
 		t.Fatalf("xff read though not configured: %v %s", a, src)
 	}
 	tp = testProxies(t, HeaderForwarded, HeaderXForwardedFor)
-	r := ws.Request{XForwardedFor: []byte("203.0.113.9"), Forwarded: []byte("for=203.0.113.1")}
-	if a, src := tp.RequestClientAddr(peer, &r); a != netip.MustParseAddr("203.0.113.1") || src != SourceForwarded {
+	if a, src := tp.ClientAddr(peer, []byte("203.0.113.9"), nil, []byte("for=203.0.113.1")); a != netip.MustParseAddr("203.0.113.1") || src != SourceForwarded {
 		t.Fatalf("order: %v %s", a, src)
 	}
 }

@@ -1,4 +1,11 @@
-package engine
+// Package admission is swarmgate's policy for what connecting peers may open
+// and hold: connection limits per source address and in total, new
+// connections per second per source, the memory budget that buffers a peer
+// can pin are charged to, and which proxies' client-address headers are
+// believed. It is pure policy over addresses, counts and bytes: it parses
+// no wire format and imports neither the WebSocket codec nor the muxer, so
+// the engine and the libp2p layer both consult it without a cycle.
+package admission
 
 import (
 	"encoding/binary"
@@ -11,9 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-
-	"github.com/swarmgate/swarmgate/mux"
-	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Connection admission: what one source may hold or open, checked when TCP
@@ -59,9 +63,12 @@ const (
 	// forgotten first; a source that cannot get an entry is refused
 	// ("sources"). About 200 bytes each: 100 MiB at the default.
 	DefaultMaxTrackedSources = 2 * DefaultMaxConns
+	// DefaultMaxStreams bounds yamux streams per connection and direction:
+	// go-yamux MaxIncomingStreams and js-yamux maxInboundStreams (1,000).
+	DefaultMaxStreams = 1000
 	// admitHeadroom is the budget a new connection must find free: its
-	// first pass may take one large pooled buffer.
-	admitHeadroom = largeBuf
+	// first pass may take one 64 KiB pooled buffer (bufpool.Medium).
+	admitHeadroom = 64 << 10
 	// sweepInterval is how often a shard drops idle entries (no
 	// connection, full bucket), amortized into Admit: no goroutine.
 	sweepInterval = 10 * time.Second
@@ -88,19 +95,11 @@ var limitReasons = []string{ReasonTotal, ReasonPerIP, ReasonPerSubnet, ReasonRat
 // errors below, so a refusal allocates nothing and errors.Is works.
 type LimitError struct {
 	Reason string
-	hs     *ws.HandshakeError
 }
 
-func newLimitError(reason string) *LimitError {
-	return &LimitError{Reason: reason, hs: &ws.HandshakeError{Status: 503, Token: "limit_" + reason}}
-}
+func newLimitError(reason string) *LimitError { return &LimitError{Reason: reason} }
 
-func (e *LimitError) Error() string { return "engine: connection limit: " + e.Reason }
-
-// HandshakeError is the upgrade refusal for a limit found once the request
-// is read (a client behind a trusted proxy): 503 Service Unavailable with
-// the token "limit_<reason>", counted in swarmgate_ws_upgrades_total.
-func (e *LimitError) HandshakeError() *ws.HandshakeError { return e.hs }
+func (e *LimitError) Error() string { return "admission: connection limit: " + e.Reason }
 
 // Admission refusals, one per reason.
 var (
@@ -131,9 +130,9 @@ type Limits struct {
 	ConnRatePerIP     float64 // DefaultConnRatePerIP: new connections per second per source
 	ConnBurstPerIP    int     // DefaultConnBurstPerIP
 	// MaxStreams bounds yamux streams per connection and direction
-	// (mux.Config.MaxStreams; mux.DefaultMaxStreams). Admission does not
-	// count streams: MuxConfig hands the limit to yamux, which refuses
-	// extra SYNs with RST.
+	// (DefaultMaxStreams). The libp2p layer applies it to every session it
+	// starts, so a reload reaches new connections; yamux refuses extra
+	// SYNs with RST.
 	MaxStreams   int
 	MemoryBudget int64 // DefaultMemoryBudget bytes
 	// MaxTrackedSources bounds the per-source table (DefaultMaxTrackedSources).
@@ -159,7 +158,7 @@ func (l Limits) withDefaults() Limits {
 	defInt(&l.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	defInt(&l.MaxConnsPerSubnet, DefaultMaxConnsPerSubnet)
 	defInt(&l.ConnBurstPerIP, DefaultConnBurstPerIP)
-	defInt(&l.MaxStreams, mux.DefaultMaxStreams)
+	defInt(&l.MaxStreams, DefaultMaxStreams)
 	defInt(&l.MaxTrackedSources, DefaultMaxTrackedSources)
 	if l.ConnRatePerIP == 0 {
 		l.ConnRatePerIP = DefaultConnRatePerIP
@@ -171,16 +170,6 @@ func (l Limits) withDefaults() Limits {
 		l.MaxTrackedSources = admissionShards
 	}
 	return l
-}
-
-// MuxConfig returns base with the stream limit applied, for
-// HostConfig.Mux.
-func (l Limits) MuxConfig(base mux.Config) mux.Config {
-	l = l.withDefaults()
-	if l.MaxStreams > 0 {
-		base.MaxStreams = l.MaxStreams
-	}
-	return base
 }
 
 // Admission decides whether a new connection may be accepted and counts
@@ -308,7 +297,7 @@ func (a *Admission) Admit(addr netip.Addr, now time.Time) (Ticket, error) {
 
 // ErrTicketHasSource reports AdmitSource on a ticket that already counts
 // against a source, or that this Admission did not issue.
-var ErrTicketHasSource = errors.New("engine: ticket already charged to a source")
+var ErrTicketHasSource = errors.New("admission: ticket already charged to a source")
 
 // AdmitSource charges a connection admitted without a source to addr. A
 // connection from a trusted proxy is admitted with the zero address (total
@@ -474,15 +463,15 @@ func (a *Admission) Sources() int {
 }
 
 // MemoryBudget is a global byte budget for the buffers a peer can make a
-// connection hold between passes: a partial Noise frame or handshake
-// message (PeerConn's pending input, up to 64 KiB each), a partial TLS
-// record. Buffers that live only inside one pass (outbound bytes, sealing)
-// are bounded by the number of passes running at once and need no budget.
-// Refusable buffers Reserve (TryGetBuf, TryGrow) and fail when the budget
-// is spent, which ends that connection with 1013; buffers the engine cannot
-// do without Charge (GetBuf, Grow), which always succeeds, so Used may pass
-// Limit. Admission refuses new connections once less than one large buffer
-// is free. Every Reserve or Charge is matched by one Release of the same n.
+// connection hold between passes (the libp2p layer's pending input: a
+// partial Noise frame or handshake message, up to 64 KiB each). Buffers that
+// live only inside one pass (outbound bytes, sealing) are bounded by the
+// number of passes running at once and need no budget. Refusable buffers
+// Reserve (bufpool.TryGet, TryGrow) and fail when the budget is spent, which
+// ends that connection with 1013; what the engine cannot do without is
+// Charged, which always succeeds, so Used may pass Limit. Admission refuses
+// new connections once less than one 64 KiB buffer is free. Every Reserve
+// or Charge is matched by one Release of the same n.
 type MemoryBudget struct {
 	limit atomic.Int64
 	used  atomic.Int64
@@ -540,77 +529,6 @@ func (b *MemoryBudget) Available() int64 {
 
 // Failures counts refused reservations.
 func (b *MemoryBudget) Failures() int64 { return b.fails.Load() }
-
-// GetBuf is getBuf charged to the budget (b may be nil: no accounting).
-// Pooled size classes are charged at their full size, exact allocations at
-// their capacity; PutBuf releases the same amount.
-func (b *MemoryBudget) GetBuf(n int) []byte {
-	buf := getBuf(n)
-	if b != nil {
-		b.Charge(cap(buf))
-	}
-	return buf
-}
-
-// TryGetBuf is GetBuf for refusable buffers: nil, false when the budget
-// cannot take it.
-func (b *MemoryBudget) TryGetBuf(n int) ([]byte, bool) {
-	if b == nil {
-		return getBuf(n), true
-	}
-	if !b.Reserve(bufClass(n)) {
-		return nil, false
-	}
-	return getBuf(n), true
-}
-
-// Grow is grow charged to the budget: room for n more bytes in buf,
-// moving to a larger class if needed. A charged buffer must only be grown
-// with Grow (never by a bare append past its capacity), or PutBuf would
-// release a different amount than was charged.
-func (b *MemoryBudget) Grow(buf []byte, n int) []byte {
-	if cap(buf)-len(buf) >= n {
-		return buf
-	}
-	nb := b.GetBuf(len(buf) + n)
-	nb = append(nb, buf...)
-	b.PutBuf(buf)
-	return nb
-}
-
-// TryGrow is Grow for refusable buffers: buf unchanged and false when the
-// budget cannot take the larger buffer.
-func (b *MemoryBudget) TryGrow(buf []byte, n int) ([]byte, bool) {
-	if cap(buf)-len(buf) >= n {
-		return buf, true
-	}
-	nb, ok := b.TryGetBuf(len(buf) + n)
-	if !ok {
-		return buf, false
-	}
-	nb = append(nb, buf...)
-	b.PutBuf(buf)
-	return nb, true
-}
-
-// PutBuf releases buf's charge and returns it to its pool.
-func (b *MemoryBudget) PutBuf(buf []byte) {
-	if b != nil && buf != nil {
-		b.Release(cap(buf))
-	}
-	putBuf(buf)
-}
-
-// bufClass is the capacity getBuf(n) returns.
-func bufClass(n int) int {
-	switch {
-	case n <= smallBuf:
-		return smallBuf
-	case n <= largeBuf:
-		return largeBuf
-	}
-	return n
-}
 
 // limitMetrics are the admission and budget series.
 type limitMetrics struct {

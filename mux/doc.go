@@ -14,7 +14,7 @@
 //	pending = append(pending, plaintext...)
 //	n, err := s.Input(pending, now)   // handlers run inside
 //	pending = pending[:copy(pending, pending[n:])] // ≤ 11 bytes stay
-//	if err != nil { /* drain output once (GoAway), then close */ }
+//	if err != nil { /* write the output once more (GoAway), then close */ }
 //
 //	// whenever s.HasOutput():
 //	out = s.AppendOutput(out[:0], maxPlaintext) // control frames first

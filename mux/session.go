@@ -17,7 +17,7 @@ import (
 // those calls.
 //
 // Once a method returns a session error (Input, Tick) the session is dead:
-// drain AppendOutput one last time (it may hold a GoAway) and close the
+// call AppendOutput one last time (it may hold a GoAway) and close the
 // connection.
 type Session struct {
 	cfg     Config
@@ -34,7 +34,7 @@ type Session struct {
 
 	// Receive side: a Data frame whose payload is still arriving.
 	rxRemain uint32
-	rxStream *Stream // nil: drain the payload
+	rxStream *Stream // nil: skip the payload
 	rxFIN    bool
 
 	// Send side: control frames go out before stream data, switching only
@@ -551,7 +551,7 @@ func (s *Session) AppendOutput(dst []byte, limit int) []byte {
 		limit = math.MaxInt
 	}
 	if s.dataMid > 0 {
-		dst, limit = s.drainData(dst, limit, true)
+		dst, limit = s.takeData(dst, limit, true)
 	}
 	if s.dataMid == 0 && !s.ctl.empty() {
 		k := min(s.ctl.len(), limit)
@@ -563,15 +563,15 @@ func (s *Session) AppendOutput(dst []byte, limit int) []byte {
 		}
 	}
 	if s.ctl.empty() {
-		dst, _ = s.drainData(dst, limit, false)
+		dst, _ = s.takeData(dst, limit, false)
 	}
 	s.notifyWritable()
 	return dst
 }
 
-// drainData copies data-queue bytes, frame by frame so that dataMid tracks
+// takeData copies data-queue bytes, frame by frame so that dataMid tracks
 // a frame cut by the budget.
-func (s *Session) drainData(dst []byte, budget int, onlyCurrent bool) ([]byte, int) {
+func (s *Session) takeData(dst []byte, budget int, onlyCurrent bool) ([]byte, int) {
 	for budget > 0 && !s.data.empty() {
 		if s.dataMid == 0 {
 			if onlyCurrent {

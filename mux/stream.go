@@ -186,7 +186,7 @@ func (st *Stream) Accept(h Handler) error {
 	s.backlog--
 	st.h = h
 	s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagACK, StreamID: st.id})
-	st.flush()
+	st.redeliver()
 	return nil
 }
 
@@ -200,7 +200,7 @@ func (st *Stream) SetHandler(h Handler) error {
 	}
 	st.h = h
 	st.flags &^= fFINDelivered
-	st.flush()
+	st.redeliver()
 	return nil
 }
 
@@ -359,7 +359,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 func (st *Stream) deliver(p []byte) {
 	if st.h == nil || st.rb.len() > 0 || st.flags&fDelivering != 0 {
 		st.rb.write(p)
-		st.flush()
+		st.redeliver()
 		return
 	}
 	st.flags |= fDelivering
@@ -385,9 +385,9 @@ func (st *Stream) deliver(p []byte) {
 	st.grant()
 }
 
-// flush presents buffered bytes, then a received FIN, to the current
+// redeliver presents buffered bytes, then a received FIN, to the current
 // handler, again to a handler installed meanwhile.
-func (st *Stream) flush() {
+func (st *Stream) redeliver() {
 	if st.flags&fDelivering != 0 {
 		return
 	}
@@ -473,7 +473,7 @@ func (st *Stream) remoteFIN() {
 	default:
 		return
 	}
-	st.flush()
+	st.redeliver()
 }
 
 // kill resets the stream because of err (peer RST or session end) and

@@ -90,6 +90,9 @@ const (
 
 var limitReasons = []string{ReasonTotal, ReasonPerIP, ReasonPerSubnet, ReasonRate, ReasonMemory, ReasonSources}
 
+// Reasons lists every refusal reason token, for metrics created up front.
+func Reasons() []string { return append([]string(nil), limitReasons...) }
+
 // LimitError is a refusal by Admission. Its Reason is a stable token (the
 // Reason* constants); the six possible values are the package's sentinel
 // errors below, so a refusal allocates nothing and errors.Is works.

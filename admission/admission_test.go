@@ -3,7 +3,6 @@ package admission
 import (
 	"errors"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/swarmgate/swarmgate/internal/bufpool"
+	"github.com/swarmgate/swarmgate/internal/testutil"
 )
 
 var t0 = time.Unix(1_700_000_000, 0)
@@ -229,7 +229,7 @@ func TestAdmitMetrics(t *testing.T) {
 	tk := mustAdmit(t, a, "192.0.2.1", t0)
 	wantRefused(t, a, "192.0.2.2", t0, ErrLimitTotal)
 	wantRefused(t, a, "192.0.2.3", t0, ErrLimitTotal)
-	got := gatherValues(t, reg)
+	got := testutil.Gather(t, reg)
 	if got["swarmgate_limit_rejections_total{reason=total}"] != 2 || got["swarmgate_limit_connections_admitted"] != 1 ||
 		got["swarmgate_memory_budget_bytes"] != 1<<20 || got["swarmgate_limit_sources_tracked"] != 1 {
 		t.Fatalf("metrics %v", got)
@@ -240,35 +240,6 @@ func TestAdmitMetrics(t *testing.T) {
 		}
 	}
 	tk.Release()
-}
-
-// gatherValues flattens reg's counters and gauges to name{label=value} keys.
-func gatherValues(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.Metric {
-			k := mf.GetName()
-			if len(m.Label) > 0 {
-				var ls []string
-				for _, l := range m.Label {
-					ls = append(ls, l.GetName()+"="+l.GetValue())
-				}
-				k += "{" + strings.Join(ls, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[k] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[k] = m.Gauge.GetValue()
-			}
-		}
-	}
-	return out
 }
 
 // Concurrent admits and releases from many sources leave nothing held.

@@ -5,19 +5,20 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
-	"golang.org/x/sys/unix"
 
-	"github.com/swarmgate/swarmgate/simd"
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/ws"
 )
 
 // Stage is the protocol layer above the WebSocket on one connection. The
 // engine calls it with the connection's lock held, from netpoll's read
 // callback or the timer wheel, one call at a time; it must not block.
+//
+// A stage may also implement the optional hooks Ticker, Drainer and
+// InboundLimiter to take part in deadlines, graceful drain and backpressure.
 type Stage interface {
 	// Data receives a piece of a data message's payload, unmasked. p is
 	// valid only during the call and may be modified. end reports that the
@@ -29,9 +30,34 @@ type Stage interface {
 	Closed(c *Conn, err error)
 }
 
-// Handler creates the stage for a connection whose upgrade succeeded. It is
-// called with the connection's lock held and may write at once.
-type Handler func(c *Conn) Stage
+// StageFunc creates the stage for a connection whose WebSocket handshake
+// succeeded. It is called with the connection's lock held and may write at
+// once; Path, ClientAddr and HandshakeDeadline are known during the call.
+type StageFunc func(c *Conn) Stage
+
+// Ticker is a Stage with deadlines of its own (keepalive, negotiation
+// timeouts): Conn.SetDeadline schedules its Tick, which runs with the
+// connection's lock held.
+type Ticker interface {
+	Tick(c *Conn, now time.Time)
+}
+
+// Drainer is a Stage that can tell when its connection may be closed
+// without cutting work short. GoingAway runs with the connection's lock
+// held when a drain starts and at each of the drain's polls after; it may
+// write (a GoAway) and reports whether the connection can be closed now.
+// Stages without it are closed at once.
+type Drainer interface {
+	GoingAway(c *Conn) bool
+}
+
+// InboundLimiter is a Stage whose protocol bounds what a compliant peer may
+// send without our reading (yamux windows): while the engine waits for a
+// slow reader, netpoll may read ahead up to InboundAllowance bytes (or
+// Config.MaxInboundBuffered when that is more) before the peer is cut.
+type InboundLimiter interface {
+	InboundAllowance() int
+}
 
 // connState is a connection's lifecycle:
 //
@@ -65,12 +91,18 @@ type Conn struct {
 	// Links in the engine's list of open connections.
 	prev, next *Conn
 
-	// Timer wheel links; deadline is the instant the current deadline
-	// was set for, zero when none.
+	// Timer wheel links, owned by the wheel under its lock: twhen is the
+	// instant the connection is filed for (engine mono nanoseconds).
 	tprev, tnext *Conn
 	twhen        int64
 	tslot        int32
-	deadline     int64
+	// deadline is the connection's one deadline (mono nanoseconds, 0:
+	// none); filed is the instant it last asked the wheel for, so moving
+	// a deadline later (every read moves the keepalive) costs no wheel
+	// lock: the wheel fires at the earlier instant and onDeadline files
+	// the connection again. Both are owned by mu.
+	deadline int64
+	filed    int64
 
 	out []byte // outbound bytes of this pass (pooled), nil when none
 	// tls is the connection's TLS layer (tls.go), nil for plain /ws.
@@ -87,7 +119,7 @@ type Conn struct {
 	gauge int8
 	// ticket is the connection's admission claim (server role), released
 	// in onClose.
-	ticket Ticket
+	ticket admission.Ticket
 }
 
 // count moves the connection to state's gauge (0 handshake, 1 open,
@@ -122,11 +154,28 @@ func (c *Conn) unlock() {
 // Role says whether this is the server or the client end.
 func (c *Conn) Role() ws.Role { return c.role }
 
+// Engine is the engine the connection runs on.
+func (c *Conn) Engine() *Engine { return c.eng }
+
+// Now is the engine's clock.
+func (c *Conn) Now() time.Time { return c.eng.cfg.Now() }
+
+// IsOpen reports whether the connection may still send data: it is open
+// and no Close was sent or received.
+func (c *Conn) IsOpen() bool { return c.state == stateOpen }
+
+// IsTLS reports whether the connection runs over TLS (/tls/ws, /wss).
+func (c *Conn) IsTLS() bool { return c.tls != nil }
+
+// Memory is what the buffers a peer can make this connection hold are
+// charged to (bufpool.TryGet, TryGrow and Release take it as the meter).
+func (c *Conn) Memory() *admission.MemoryBudget { return c.eng.adm.Budget() }
+
 // RemoteAddr is the peer's TCP address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
-// Path is the request path the connection is being upgraded on. It is known
-// only while the Handler runs; an open connection does not keep it.
+// Path is the request path of the WebSocket handshake. It is known only
+// while the StageFunc runs; an open connection does not keep it.
 func (c *Conn) Path() string {
 	if c.hs == nil {
 		return ""
@@ -134,36 +183,73 @@ func (c *Conn) Path() string {
 	return c.hs.path
 }
 
+// ClientAddr is the client a trusted proxy named in its request headers
+// (Config.TrustedProxies), and whether there is one: the connection's TCP
+// peer is then the proxy. Known only while the StageFunc runs.
+func (c *Conn) ClientAddr() (netip.Addr, bool) {
+	if c.hs == nil || !c.hs.client.IsValid() {
+		return netip.Addr{}, false
+	}
+	return c.hs.client, true
+}
+
+// HandshakeDeadline is when a connection accepted or dialed at the same
+// time must have finished its whole handshake (Config.HandshakeTimeout from
+// TCP accept or dial), for a stage that continues it (the libp2p upgrade).
+// Known only while the StageFunc runs.
+func (c *Conn) HandshakeDeadline() time.Time {
+	if c.hs == nil {
+		return time.Time{}
+	}
+	return c.hs.start.Add(c.eng.cfg.HandshakeTimeout)
+}
+
 // handshake is what a connection needs only until it is open.
 type handshake struct {
 	pending []byte      // a request or response that arrived in pieces
 	routes  *Listener   // server: where the request path leads
-	handler Handler     // client: the stage to start once upgraded
+	stage   StageFunc   // client: the stage to start once upgraded
 	onFail  func(error) // client: told if the connection ends before that
 	key     [24]byte    // client: our Sec-WebSocket-Key
-	path    string      // server: the request path, during the Handler call
+	path    string      // server: the request path, during the StageFunc call
 	start   time.Time   // accept or dial: upgrade deadlines count from here
 	sniffed bool        // server: the first byte chose TLS or plain (tls.go)
 	client  netip.Addr  // server: the client behind a trusted proxy, if any
 }
 
+// setDeadline sets the connection's deadline d from now (0 cancels).
 func (c *Conn) setDeadline(d time.Duration) {
 	if d == 0 {
-		c.deadline = 0
-		c.eng.wheel.schedule(c, time.Time{})
+		c.setDeadlineAt(0)
 		return
 	}
-	at := c.eng.cfg.Now().Add(d)
-	c.deadline = at.UnixNano()
-	c.eng.wheel.schedule(c, at)
+	c.setDeadlineAt(c.eng.mono(c.eng.cfg.Now().Add(d)))
 }
 
-// onDeadline runs when the timer wheel fires c's deadline.
+// setDeadlineAt sets the deadline to mono instant at (0 cancels). Only an
+// earlier instant than the one filed with the wheel takes the wheel's lock;
+// a later one or a cancel waits for the filed instant, where onDeadline
+// files the connection again or lets it go.
+func (c *Conn) setDeadlineAt(at int64) {
+	c.deadline = at
+	if at != 0 && (c.filed == 0 || at < c.filed) {
+		c.filed = at
+		c.eng.wheel.schedule(c, at)
+	}
+}
+
+// onDeadline runs when the timer wheel reaches the instant c is filed for;
+// the wheel has already unlinked it. Called with c.mu held.
 func (c *Conn) onDeadline() {
-	c.mu.Lock()
-	defer c.unlock()
-	if c.deadline == 0 || c.eng.cfg.Now().UnixNano() < c.deadline || c.state == stateClosed {
-		return // cancelled or moved since the wheel picked it
+	c.filed = 0
+	if c.state == stateClosed || c.deadline == 0 {
+		return
+	}
+	now := c.eng.cfg.Now()
+	if c.eng.mono(now) < c.deadline {
+		c.filed = c.deadline // moved later since it was filed
+		c.eng.wheel.schedule(c, c.deadline)
+		return
 	}
 	c.deadline = 0
 	switch c.state {
@@ -172,36 +258,27 @@ func (c *Conn) onDeadline() {
 	case stateClosing:
 		c.fail(nil, "") // the peer never answered our Close: just end TCP
 	case stateOpen:
-		if t, ok := c.stage.(ticker); ok {
-			t.Tick(c, c.eng.cfg.Now())
+		if t, ok := c.stage.(Ticker); ok {
+			t.Tick(c, now)
 			c.flush()
 		}
 	}
 }
 
-// ticker is a Stage with deadlines of its own (keepalive, negotiation
-// timeouts); SetDeadline schedules its Tick.
-type ticker interface {
-	Tick(c *Conn, now time.Time)
-}
-
 // SetDeadline schedules the stage's Tick at t (zero cancels). One deadline
-// per connection: a stage keeps the earliest of its own.
+// per connection: a stage keeps the earliest of its own. Moving it later,
+// as every read does with a keepalive, touches only the connection.
 func (c *Conn) SetDeadline(t time.Time) {
 	if c.state != stateOpen {
 		return
 	}
 	if t.IsZero() {
-		if c.deadline != 0 {
-			c.setDeadline(0)
-		}
+		c.deadline = 0
 		return
 	}
-	if t.UnixNano() == c.deadline {
-		return
+	if at := c.eng.mono(t); at != c.deadline {
+		c.setDeadlineAt(at)
 	}
-	c.deadline = t.UnixNano()
-	c.eng.wheel.schedule(c, t)
 }
 
 var (
@@ -261,7 +338,7 @@ func (c *Conn) input(b []byte) {
 		ev, n, err := c.dec.Next(b)
 		b = b[n:]
 		if err != nil {
-			c.protocolFailure(err)
+			c.Fail(err)
 			return
 		}
 		c.event(ev)
@@ -272,15 +349,15 @@ func (c *Conn) event(ev ws.Event) {
 	switch ev.Kind {
 	case ws.EventData:
 		m := c.eng.metrics
-		m.layerBytes[0][0].Add(float64(len(ev.Payload)))
+		m.layerBytes[0].Add(float64(len(ev.Payload)))
 		if ev.FrameEnd {
-			m.frames[0][0].Inc()
+			m.frames[0].Inc()
 		}
 		if c.state != stateOpen {
 			return // after our Close: "discard any more data" (RFC 6455 §1.4)
 		}
 		if err := c.stage.Data(c, ev.Op, ev.Payload, ev.End); err != nil {
-			c.protocolFailure(err)
+			c.Fail(err)
 		}
 	case ws.EventPing:
 		// "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
@@ -308,9 +385,11 @@ func closeLabel(code ws.CloseCode) uint16 {
 	return uint16(code)
 }
 
-// protocolFailure fails the connection: a Close with the error's code, then
-// TCP closes (RFC 6455 §7.1.7).
-func (c *Conn) protocolFailure(err error) {
+// Fail fails the connection: a Close with the error's code (a
+// *ws.ProtocolError's, else 1011), then TCP closes (RFC 6455 §7.1.7). The
+// error's Token, or "stage_error", is counted in
+// swarmgate_connection_failures_total.
+func (c *Conn) Fail(err error) {
 	code, token := ws.CloseInternalError, "stage_error"
 	var pe *ws.ProtocolError
 	if errors.As(err, &pe) {
@@ -352,7 +431,11 @@ func (c *Conn) onClose(netpoll.Connection) error {
 			c.err = net.ErrClosed // TCP ended without a close handshake: 1006
 		}
 	}
-	c.setDeadline(0)
+	c.deadline = 0
+	if c.filed != 0 { // unlink now: the wheel must not keep a closed connection
+		c.filed = 0
+		c.eng.wheel.schedule(c, 0)
+	}
 	c.count(-1)
 	hs := c.hs
 	c.hs = nil
@@ -370,228 +453,4 @@ func (c *Conn) onClose(netpoll.Connection) error {
 	c.mu.Unlock()
 	c.eng.untrack(c)
 	return nil
-}
-
-// sendClose queues a Close frame and moves to the closing state.
-func (c *Conn) sendClose(code ws.CloseCode, reason string) {
-	var body [ws.MaxControlPayload]byte
-	c.writeFrame(true, ws.OpClose, ws.AppendCloseBody(body[:0], code, reason))
-	codeCounter(&c.eng.metrics.codeLabels, c.eng.metrics.closeSent, closeLabel(code)).Inc()
-	c.state = stateClosing
-	c.count(2)
-}
-
-// WriteMessage queues p as one message. The engine flushes when the callback
-// returns, or earlier once MaxOutbound bytes are queued.
-func (c *Conn) WriteMessage(op ws.Opcode, p []byte) error {
-	return c.WriteFrame(true, op, p)
-}
-
-// WriteFrame queues one frame of a message (fin false for all but the last
-// fragment, op OpContinuation for all but the first).
-func (c *Conn) WriteFrame(fin bool, op ws.Opcode, p []byte) error {
-	if c.state != stateOpen {
-		return ErrConnClosed
-	}
-	c.writeFrame(fin, op, p)
-	if len(c.out) >= c.eng.cfg.MaxOutbound {
-		c.flush()
-	}
-	if c.state == stateClosed {
-		return ErrConnClosed
-	}
-	return nil
-}
-
-// writeFrame encodes a frame into the pass's outbound buffer. In the client
-// role the payload is masked while it is copied.
-func (c *Conn) writeFrame(fin bool, op ws.Opcode, p []byte) {
-	payload, slot := c.reserveFrame(fin, op, len(p))
-	if slot.masked {
-		simd.MaskCopy(slot.key, 0, payload, p)
-	} else {
-		copy(payload, p)
-	}
-}
-
-// frameSlot is a frame reserved in the outbound buffer, for commitFrame.
-type frameSlot struct {
-	start  int
-	key    [4]byte
-	masked bool
-}
-
-// reserveFrame writes a frame header for n payload bytes into the pass's
-// outbound buffer and returns the payload space, so a layer above can
-// produce its bytes in place (Noise seals straight into it) instead of
-// copying them in. In the client role commitFrame masks the payload once it
-// is filled. The buffer is flushed first rather than grown past the largest
-// pool class, so outbound bytes never need a fresh large allocation.
-func (c *Conn) reserveFrame(fin bool, op ws.Opcode, n int) ([]byte, frameSlot) {
-	h := ws.Header{Fin: fin, Op: op, Length: int64(n)}
-	var slot frameSlot
-	if c.role == ws.Client {
-		h.Masked = true
-		h.Key = ws.NewMaskKey()
-		slot.key, slot.masked = h.Key, true
-	}
-	if !op.IsControl() {
-		c.eng.metrics.frames[0][1].Inc()
-		c.eng.metrics.layerBytes[0][1].Add(float64(n))
-	}
-	size := ws.HeaderSize(h.Length, h.Masked) + n
-	if c.out != nil && len(c.out)+size > cap(c.out) && size <= largeBuf {
-		c.flush()
-	}
-	if c.out == nil {
-		c.out = getBuf(size)
-	} else {
-		c.out = grow(c.out, size)
-	}
-	c.out = ws.AppendHeader(c.out, h)
-	slot.start = len(c.out)
-	c.out = c.out[:slot.start+n]
-	return c.out[slot.start:], slot
-}
-
-// commitFrame finishes a frame whose payload was filled in place.
-func (c *Conn) commitFrame(slot frameSlot) {
-	if slot.masked && c.out != nil {
-		simd.Mask(slot.key, 0, c.out[slot.start:])
-	}
-}
-
-// writeRaw queues bytes that are not a frame (HTTP handshake lines).
-func (c *Conn) writeRaw(p []byte) {
-	if c.out == nil {
-		c.out = getBuf(len(p))
-	} else {
-		c.out = grow(c.out, len(p))
-	}
-	c.out = append(c.out, p...)
-}
-
-// flush hands the pass's outbound bytes to the kernel with one write(2).
-// The engine never uses netpoll's output queue, so writing straight to the
-// socket keeps order. When the kernel takes only part, the connection waits
-// for the peer to drain (see drain): its input is not processed meanwhile,
-// which is the backpressure.
-func (c *Conn) flush() {
-	out := c.out
-	c.out = nil
-	if c.tls != nil {
-		out = c.tls.seal(out) // encrypt-on-flush hook
-	}
-	if out == nil {
-		return
-	}
-	defer putBuf(out)
-	c.eng.metrics.bytesOut.Add(float64(len(out)))
-	n, err := writeFD(c.fd, out)
-	if err == nil && n < len(out) {
-		err = c.drain(out[n:])
-	}
-	if err != nil && c.state != stateClosed {
-		reason := "write"
-		switch err {
-		case errWriteStalled:
-			reason = "write_timeout"
-		case errInboundFlood:
-			reason = "inbound_flood"
-		}
-		c.fail(err, reason)
-	}
-}
-
-// inboundAllowancer is a stage whose protocol bounds what a compliant peer
-// may send without our reading (yamux windows); drain allows that much.
-type inboundAllowancer interface {
-	inboundAllowance() int
-}
-
-// inboundLimit is how much netpoll may have read ahead of the engine for
-// this connection: MaxInboundBuffered, or what the stage's protocol lets a
-// compliant peer have in flight when that is more.
-func (c *Conn) inboundLimit() int {
-	limit := c.eng.cfg.MaxInboundBuffered
-	if a, ok := c.stage.(inboundAllowancer); ok {
-		limit = max(limit, a.inboundAllowance())
-	}
-	return limit
-}
-
-// drainSlice is how long drain sleeps in poll(2) between checks.
-const drainSlice = 10 * time.Millisecond
-
-// drain writes rest as the peer makes room, for at most WriteTimeout.
-// netpoll keeps reading the socket meanwhile (it cannot pause reads,
-// cloudwego/netpoll#422), so between waits drain checks how much it has read
-// ahead and cuts a peer that floods while not reading.
-func (c *Conn) drain(rest []byte) error {
-	deadline := time.Now().Add(c.eng.cfg.WriteTimeout)
-	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
-	limit := c.inboundLimit()
-	for len(rest) > 0 {
-		if c.nc.Reader().Len() > limit {
-			return errInboundFlood
-		}
-		if time.Now().After(deadline) {
-			return errWriteStalled
-		}
-		if _, err := unix.Poll(fds, int(drainSlice/time.Millisecond)); err != nil && err != unix.EINTR {
-			return err
-		}
-		n, err := writeFD(c.fd, rest)
-		if err != nil {
-			return err
-		}
-		rest = rest[n:]
-	}
-	return nil
-}
-
-// writeFD writes what the socket takes without blocking; EAGAIN is not an
-// error, just a short count.
-func writeFD(fd int, b []byte) (int, error) {
-	for {
-		n, err := syscall.Write(fd, b)
-		switch err {
-		case nil:
-			return n, nil
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return 0, nil
-		}
-		return 0, err
-	}
-}
-
-// Do runs f with the connection's lock held, as if from a callback, then
-// flushes. Goroutines outside the engine use it to write.
-func (c *Conn) Do(f func(c *Conn)) {
-	c.mu.Lock()
-	defer c.unlock()
-	if c.state == stateClosed {
-		return
-	}
-	f(c)
-	c.flush()
-}
-
-// CloseWith starts the close handshake with code and reason; TCP closes
-// when the peer answers or after CloseTimeout. Safe from any goroutine.
-func (c *Conn) CloseWith(code ws.CloseCode, reason string) {
-	c.Do(func(c *Conn) { c.Close(code, reason) })
-}
-
-// Close starts the close handshake from inside a callback.
-func (c *Conn) Close(code ws.CloseCode, reason string) {
-	switch c.state {
-	case stateOpen:
-		c.sendClose(code, reason)
-		c.setDeadline(c.eng.cfg.CloseTimeout)
-	case stateHandshake:
-		c.end(nil)
-	}
 }

@@ -15,18 +15,18 @@ import (
 const DefaultDialTimeout = 10 * time.Second
 
 // Dial opens a client connection to a /ws or /tls/ws multiaddr and requests
-// path. It returns once TCP is connected and the upgrade request is queued;
-// h runs when the server accepts the upgrade. No goroutine is kept for the
-// connection. A connection that ends before the upgrade completes is not
-// reported: use DialWith to hear about it.
-func (e *Engine) Dial(addr ma.Multiaddr, path string, h Handler) (*Conn, error) {
-	return e.DialWith(addr, path, h, nil)
+// path. It returns once TCP is connected and the handshake request is
+// queued; stage runs when the server accepts the handshake. No goroutine is
+// kept for the connection. A connection that ends before its handshake
+// completes is not reported: use DialWith to hear about it.
+func (e *Engine) Dial(addr ma.Multiaddr, path string, stage StageFunc) (*Conn, error) {
+	return e.DialWith(addr, path, stage, nil)
 }
 
 // DialWith is Dial with onFail, which runs once, with the connection's lock
-// held, if the connection ends before its upgrade completes (TLS failure,
-// refused upgrade, handshake timeout, TCP reset).
-func (e *Engine) DialWith(addr ma.Multiaddr, path string, h Handler, onFail func(error)) (*Conn, error) {
+// held, if the connection ends before its handshake completes (TLS failure,
+// refused handshake, handshake timeout, TCP reset).
+func (e *Engine) DialWith(addr ma.Multiaddr, path string, stage StageFunc, onFail func(error)) (*Conn, error) {
 	a, err := parseWSAddr(addr)
 	if err != nil {
 		return nil, err
@@ -35,7 +35,7 @@ func (e *Engine) DialWith(addr ma.Multiaddr, path string, h Handler, onFail func
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{nc: nc, eng: e, role: ws.Client, fd: connFD(nc), hs: &handshake{handler: h, onFail: onFail, key: ws.NewKey(), start: e.cfg.Now()}}
+	c := &Conn{nc: nc, eng: e, role: ws.Client, fd: connFD(nc), hs: &handshake{stage: stage, onFail: onFail, key: ws.NewKey(), start: e.cfg.Now()}}
 	if a.tls {
 		c.tls = newTLSConn(c)
 		c.tls.tc = tls.Client(c.tls, e.clientTLSConfig(a))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/ws"
 )
 
@@ -52,15 +51,6 @@ func (e *DrainError) Error() string {
 }
 
 func (e *DrainError) Unwrap() error { return e.Err }
-
-// drainer is a Stage that can tell when its connection may be closed
-// without cutting work short. goingAway runs with the connection's lock
-// held, when the drain starts and at each poll after; it may write (a
-// GoAway) and reports whether the connection can be closed now. Stages
-// without it are closed at once.
-type drainer interface {
-	goingAway(c *Conn) bool
-}
 
 // Drain shuts the engine down gracefully: its listeners stop accepting at
 // once; libp2p connections get a yamux GoAway (no new streams, existing
@@ -141,7 +131,7 @@ func (c *Conn) drainStep() (done bool) {
 		case stateHandshake:
 			c.Close(ws.CloseGoingAway, drainReason) // before the upgrade: TCP closes
 		case stateOpen:
-			if d, ok := c.stage.(drainer); ok && !d.goingAway(c) {
+			if d, ok := c.stage.(Drainer); ok && !d.GoingAway(c) {
 				done = false
 				return
 			}
@@ -150,21 +140,3 @@ func (c *Conn) drainStep() (done bool) {
 	})
 	return done
 }
-
-// goingAway sends GoAway(normal) once and lets the session's streams
-// finish; the connection may close when none is left. A connection still
-// upgrading has nothing to finish.
-func (pc *PeerConn) goingAway(*Conn) bool {
-	if pc.sess == nil {
-		return true
-	}
-	if pc.sess.Err() == nil {
-		pc.countGoAway(false, mux.CodeNormal)
-		pc.sess.GoAway() // idempotent
-		pc.flush()
-	}
-	return pc.sess.NumStreams() == 0
-}
-
-// goingAway lets a message being gathered finish.
-func (e *echo) goingAway(*Conn) bool { return e.msg == nil }

@@ -2,7 +2,7 @@ package engine
 
 import "github.com/swarmgate/swarmgate/ws"
 
-// Echo is a Handler that sends every message back with its opcode. A message
+// Echo is a StageFunc that sends every message back with its opcode. A message
 // that arrives in one piece is echoed without a copy; one that arrives in
 // pieces is gathered (up to the engine's MaxMessageSize) and the buffer is
 // dropped once sent, so an idle echo connection holds nothing.
@@ -24,3 +24,6 @@ func (e *echo) Data(c *Conn, op ws.Opcode, p []byte, end bool) error {
 }
 
 func (e *echo) Closed(*Conn, error) {}
+
+// GoingAway lets a message being gathered finish (Drainer).
+func (e *echo) GoingAway(*Conn) bool { return e.msg == nil }

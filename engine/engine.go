@@ -22,6 +22,7 @@ import (
 	"github.com/cloudwego/netpoll"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/simd"
 	"github.com/swarmgate/swarmgate/ws"
 )
@@ -91,11 +92,12 @@ type Config struct {
 
 	// Limits bounds what connecting peers may hold (admission at accept,
 	// the buffer memory budget); zero values are the named defaults.
-	Limits Limits
+	// SetLimits replaces them at run time.
+	Limits admission.Limits
 	// TrustedProxies, when set, are the load balancers whose client
 	// address headers are believed: their connections are charged to the
 	// client's address once the request is read.
-	TrustedProxies *TrustedProxies
+	TrustedProxies *admission.TrustedProxies
 
 	// CheckOrigin decides whether a browser's Origin may connect; nil
 	// accepts every origin, as libp2p does.
@@ -153,7 +155,11 @@ type Engine struct {
 	metrics *metrics
 	wheel   *wheel
 	tls     *engineTLS
-	adm     *Admission
+	adm     *admission.Admission
+	// epoch is the engine clock's origin: deadlines are kept as
+	// nanoseconds since it (mono), so a wall-clock step cannot move them
+	// (time.Time's monotonic reading survives Sub, not UnixNano).
+	epoch time.Time
 
 	mu        sync.Mutex
 	listeners []*Listener
@@ -179,8 +185,9 @@ func dropReadBuffer(nc netpoll.Connection) {
 	nc.Reader().Release()
 }
 
-// New starts an engine. It logs the masking implementation chosen for this
-// CPU and exports it as a metric.
+// New starts an engine: its timer wheel runs until Close. The masking
+// implementation chosen for this CPU is exported as a metric (and logged at
+// debug level).
 func New(cfg Config) *Engine {
 	cfg.setDefaults()
 	configureNetpoll()
@@ -189,23 +196,50 @@ func New(cfg Config) *Engine {
 		log:     cfg.Logger,
 		metrics: newMetrics(cfg.Registerer),
 		tls:     newEngineTLS(cfg.Registerer),
-		adm:     NewAdmission(cfg.Limits, cfg.Registerer),
+		adm:     admission.NewAdmission(cfg.Limits, cfg.Registerer),
+		epoch:   cfg.Now(),
 	}
-	e.wheel = newWheel(cfg.Tick, cfg.Now, newTickLag(cfg.Registerer))
+	e.wheel = newWheel(cfg.Tick, e.monoNow, newTickLag(cfg.Registerer))
 	e.metrics.simdImpl.WithLabelValues(simd.Impl()).Set(1)
-	e.log.Info("engine started", "mask_impl", simd.Impl())
+	e.log.Debug("engine started", "mask_impl", simd.Impl())
 	return e
 }
+
+// Now is the engine's clock (Config.Now).
+func (e *Engine) Now() time.Time { return e.cfg.Now() }
+
+// mono is t as nanoseconds since the engine's epoch, monotonic when t
+// carries a monotonic reading (time.Now does); never 0, which means "no
+// deadline".
+func (e *Engine) mono(t time.Time) int64 {
+	if d := int64(t.Sub(e.epoch)); d > 0 {
+		return d
+	}
+	return 1
+}
+
+func (e *Engine) monoNow() int64 { return e.mono(e.cfg.Now()) }
+
+// Logger is the engine's logger (Config.Logger).
+func (e *Engine) Logger() *slog.Logger { return e.log }
+
+// Registerer is where the engine's metrics are registered (Config.Registerer;
+// nil: unregistered). Layers above register theirs on it too.
+func (e *Engine) Registerer() prometheus.Registerer { return e.cfg.Registerer }
 
 // ErrClosed reports use of an engine after Close.
 var ErrClosed = errors.New("engine: closed")
 
 // SetLimits replaces the admission limits in force (see
 // Admission.SetLimits); connections already admitted are kept.
-func (e *Engine) SetLimits(l Limits) { e.adm.SetLimits(l) }
+func (e *Engine) SetLimits(l admission.Limits) { e.adm.SetLimits(l) }
 
-// Limits returns the admission limits in force.
-func (e *Engine) Limits() Limits { return e.adm.Limits() }
+// Limits returns the admission limits in force, defaults applied.
+func (e *Engine) Limits() admission.Limits { return e.adm.Limits() }
+
+// Memory is the budget that buffers peers can make connections hold are
+// charged to (bufpool.TryGet with it as the meter).
+func (e *Engine) Memory() *admission.MemoryBudget { return e.adm.Budget() }
 
 // OpenConns is the number of connections currently open in both roles.
 func (e *Engine) OpenConns() int64 { return e.open.Load() }

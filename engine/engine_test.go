@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,22 +18,21 @@ import (
 	"github.com/gorilla/websocket"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/ws"
 	"github.com/swarmgate/swarmgate/ws/conformance"
 )
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // startEcho runs an engine with the echo handler on /echo and returns the
 // engine and the listener's host:port.
 func startEcho(t testing.TB, cfg Config) (*Engine, *Listener, string) {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = quiet
+		cfg.Logger = testutil.Quiet
 	}
 	e := New(cfg)
 	t.Cleanup(func() { e.Close() })
-	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), Routes{Paths: map[string]Handler{"/echo": Echo}})
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), Routes{Paths: map[string]StageFunc{"/echo": Echo}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +53,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestListenAddrs(t *testing.T) {
-	e := New(Config{Logger: quiet})
+	e := New(Config{Logger: testutil.Quiet})
 	defer e.Close()
 	for _, s := range []string{"/ip4/127.0.0.1/tcp/0/ws", "/ip6/::1/tcp/0/ws"} {
 		l, err := e.Listen(ma.StringCast(s), Routes{Fallback: Echo})
@@ -220,7 +218,7 @@ func TestClientAgainstGorillaServer(t *testing.T) {
 	}))
 	defer srv.Close()
 	a := srv.Listener.Addr().(*net.TCPAddr)
-	e := New(Config{Logger: quiet})
+	e := New(Config{Logger: testutil.Quiet})
 	defer e.Close()
 	rec := newRecorder()
 	opened := make(chan *Conn, 1)
@@ -322,7 +320,7 @@ func TestScaleIdleGoroutinesFlat(t *testing.T) {
 		t.Skip("opens 10,000 sockets")
 	}
 	srv, l, _ := startEcho(t, Config{})
-	cli := New(Config{Logger: quiet})
+	cli := New(Config{Logger: testutil.Quiet})
 	defer cli.Close()
 	openIdle(t, cli, l.Addr(), 10) // warm the pools
 	time.Sleep(100 * time.Millisecond)
@@ -420,7 +418,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	if took := time.Since(start); took < 250*time.Millisecond || took > 2*time.Second {
 		t.Fatalf("closed after %v, want about 300ms", took)
 	}
-	waitFor(t, func() bool { return srv.OpenConns() == 0 })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return srv.OpenConns() == 0 })
 }
 
 // An open connection is not subject to the handshake timeout.
@@ -440,10 +438,10 @@ func TestOpenConnectionOutlivesHandshakeTimeout(t *testing.T) {
 
 // Our Close waits for the peer's answer at most CloseTimeout, then TCP ends.
 func TestCloseTimeout(t *testing.T) {
-	e := New(Config{Logger: quiet, CloseTimeout: 200 * time.Millisecond, Tick: 20 * time.Millisecond})
+	e := New(Config{Logger: testutil.Quiet, CloseTimeout: 200 * time.Millisecond, Tick: 20 * time.Millisecond})
 	defer e.Close()
 	srvConn := make(chan *Conn, 1)
-	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), Routes{Paths: map[string]Handler{
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), Routes{Paths: map[string]StageFunc{
 		"/hold": func(c *Conn) Stage { srvConn <- c; return &oneEcho{} },
 	}})
 	if err != nil {
@@ -472,18 +470,7 @@ func TestCloseTimeout(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("TCP closed after %v", took)
 	}
-	waitFor(t, func() bool { return e.OpenConns() == 0 })
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 200; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatal("condition not reached in 5 s")
+	testutil.WaitFor(t, 5*time.Second, func() bool { return e.OpenConns() == 0 })
 }
 
 // A client that sends echo requests and never reads: the engine stops
@@ -559,6 +546,34 @@ func TestBackpressureSlowReader(t *testing.T) {
 		}
 		if i%16 == 0 {
 			time.Sleep(20 * time.Millisecond) // a slow reader
+		}
+	}
+}
+
+// The Origin hook refuses a browser origin with 403; other origins and
+// clients without Origin get through.
+func TestCheckOrigin(t *testing.T) {
+	_, _, addr := startEcho(t, Config{CheckOrigin: func(origin, host []byte) bool {
+		return string(origin) == "https://good.example"
+	}})
+	for _, tc := range []struct {
+		origin string
+		status int
+	}{{"https://good.example", 101}, {"https://evil.example", 403}, {"", 101}} {
+		h := http.Header{}
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		c, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/echo", h)
+		if c != nil {
+			c.Close()
+		}
+		got := 0
+		if resp != nil {
+			got = resp.StatusCode
+		}
+		if got != tc.status {
+			t.Fatalf("origin %q: status %d (%v), want %d", tc.origin, got, err, tc.status)
 		}
 	}
 }

@@ -19,12 +19,12 @@ import (
 	"github.com/swarmgate/swarmgate/ws"
 )
 
-// Routes maps request paths to handlers. Fallback, when set, serves every
-// other path (libp2p dialers may use any path); without it an unknown path
-// is refused with 404.
+// Routes maps request paths to the stages that serve them. Fallback, when
+// set, serves every other path (libp2p dialers may use any path); without
+// it an unknown path is refused with 404.
 type Routes struct {
-	Paths    map[string]Handler
-	Fallback Handler
+	Paths    map[string]StageFunc
+	Fallback StageFunc
 }
 
 // Listener accepts WebSocket connections on one TCP address.
@@ -52,7 +52,7 @@ type Listener struct {
 // written /tls/ws.
 func (l *Listener) Addr() ma.Multiaddr { return l.addr }
 
-func (l *Listener) route(path []byte) Handler {
+func (l *Listener) route(path []byte) StageFunc {
 	if h, ok := l.routes.Paths[string(path)]; ok {
 		return h
 	}

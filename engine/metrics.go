@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/swarmgate/swarmgate/internal/bufpool"
 )
 
 // metrics are the engine's counters, registered on Config.Registerer. Label
@@ -20,23 +21,15 @@ type metrics struct {
 	bytesIn   prometheus.Counter
 	bytesOut  prometheus.Counter
 	simdImpl  *prometheus.GaugeVec
-	peers     prometheus.Gauge
 
 	// connState[state][transport]: connections by lifecycle state
 	// (handshake, open, closing) and transport (ws, wss).
 	connState [3][2]prometheus.Gauge
-	// frames and payload bytes per layer and direction: [layer][dir],
-	// layer 0 WebSocket data frames, 1 Noise transport frames; dir 0 in, 1 out.
-	frames     [2][2]prometheus.Counter
-	layerBytes [2][2]prometheus.Counter
-	// upgradePhase times the server side of each libp2p upgrade phase;
-	// upgradeResult counts upgrades by outcome.
-	upgradePhase  *prometheus.HistogramVec
-	upgradeResult *prometheus.CounterVec
-	// goaway[dir][code]: yamux GoAway frames by direction (0 sent,
-	// 1 received) and code (0 normal, 1 protocol error, 2 internal error,
-	// 3 any other code a peer sends).
-	goaway      [2][4]prometheus.Counter
+	// WebSocket data frames and payload bytes by direction (0 in, 1 out),
+	// the "ws" layer of swarmgate_frames_total and
+	// swarmgate_layer_bytes_total (the libp2p layer adds "noise").
+	frames      [2]prometheus.Counter
+	layerBytes  [2]prometheus.Counter
 	codeLabels  sync.Map // CloseCode -> prometheus.Counter, for closeSent
 	codeLabelsR sync.Map // for closeRecv
 }
@@ -61,8 +54,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "swarmgate_bytes_in_total", Help: "Bytes read from TCP."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "swarmgate_bytes_out_total", Help: "Bytes queued to TCP."}),
-		peers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "swarmgate_libp2p_sessions_open", Help: "libp2p connections past the upgrade (yamux running)."}),
 		simdImpl: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "swarmgate_simd_impl", Help: "The masking implementation chosen for this CPU (1 for the active one)."}, []string{"impl"}),
 	}
@@ -74,41 +65,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.connState[i][j] = connState.WithLabelValues(st, tr)
 		}
 	}
-	frames := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "swarmgate_frames_total", Help: "Frames by layer (ws data frames, noise transport frames) and direction."}, []string{"layer", "dir"})
-	layerBytes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "swarmgate_layer_bytes_total", Help: "Payload bytes by layer (ws: WebSocket data payload; noise: plaintext) and direction."}, []string{"layer", "dir"})
-	for i, layer := range []string{"ws", "noise"} {
-		for j, dir := range []string{"in", "out"} {
-			m.frames[i][j] = frames.WithLabelValues(layer, dir)
-			m.layerBytes[i][j] = layerBytes.WithLabelValues(layer, dir)
-		}
-	}
-	m.upgradePhase = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "swarmgate_libp2p_upgrade_phase_seconds", Help: "Server-side duration of each libp2p upgrade phase (multistream, security, muxer).",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"phase"})
-	m.upgradeResult = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "swarmgate_libp2p_upgrades_total", Help: "libp2p upgrades (WebSocket to running yamux) by result: ok, or the failure."}, []string{"result"})
-	goaway := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "swarmgate_yamux_goaway_total", Help: "yamux GoAway frames by direction and code (normal, protocol_error, internal_error, other)."}, []string{"dir", "code"})
-	for i, dir := range []string{"sent", "received"} {
-		for j, code := range []string{"normal", "protocol_error", "internal_error", "other"} {
-			m.goaway[i][j] = goaway.WithLabelValues(dir, code)
-		}
+	frames := NewLayerCounters(FramesName, FramesHelp, "ws")
+	layerBytes := NewLayerCounters(LayerBytesName, LayerBytesHelp, "ws")
+	for dir := range 2 {
+		m.frames[dir] = frames.Dir(dir)
+		m.layerBytes[dir] = layerBytes.Dir(dir)
 	}
 	pool := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "swarmgate_buffer_pool_borrowed_bytes", Help: "Bytes of pooled buffers currently borrowed by connections (both size classes)."},
-			func() float64 { return float64(borrowedBytes()) }),
+			func() float64 { return float64(bufpool.Borrowed()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "swarmgate_buffer_oversize_allocations_total", Help: "Buffers larger than the largest pool class, allocated and dropped."},
-			func() float64 { return float64(oversize.Load()) }),
+			func() float64 { return float64(bufpool.Oversize()) }),
 	}
 	if reg != nil {
-		for _, c := range append(pool, connState, frames, layerBytes, m.upgradePhase, m.upgradeResult, goaway) {
+		for _, c := range append(pool, connState, frames.vec, layerBytes.vec) {
 			reg.MustRegister(c)
 		}
-		for _, c := range []prometheus.Collector{m.connsOpen, m.accepted, m.dialed, m.upgrades, m.closeSent, m.closeRecv, m.failures, m.bytesIn, m.bytesOut, m.simdImpl, m.peers} {
+		for _, c := range []prometheus.Collector{m.connsOpen, m.accepted, m.dialed, m.upgrades, m.closeSent, m.closeRecv, m.failures, m.bytesIn, m.bytesOut, m.simdImpl} {
 			reg.MustRegister(c)
 		}
 	}
@@ -127,3 +102,32 @@ func codeCounter(cache *sync.Map, vec *prometheus.CounterVec, code uint16) prome
 	cache.Store(code, c)
 	return c
 }
+
+// Per-layer families shared by the stack's layers: each layer registers its
+// own collector with a constant "layer" label (ws here, noise in the libp2p
+// layer), which Prometheus accepts as one family.
+const (
+	FramesName     = "swarmgate_frames_total"
+	FramesHelp     = "Frames by layer (ws data frames, noise transport frames) and direction."
+	LayerBytesName = "swarmgate_layer_bytes_total"
+	LayerBytesHelp = "Payload bytes by layer (ws: WebSocket data payload; noise: plaintext) and direction."
+)
+
+// LayerCounters is one layer's series of a per-layer family, by direction.
+type LayerCounters struct {
+	vec *prometheus.CounterVec
+}
+
+// NewLayerCounters creates layer's series of the family name.
+func NewLayerCounters(name, help, layer string) LayerCounters {
+	return LayerCounters{prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name, Help: help, ConstLabels: prometheus.Labels{"layer": layer}}, []string{"dir"})}
+}
+
+// Dir is the counter for direction 0 (in) or 1 (out).
+func (l LayerCounters) Dir(dir int) prometheus.Counter {
+	return l.vec.WithLabelValues([2]string{"in", "out"}[dir])
+}
+
+// Collector is what to register.
+func (l LayerCounters) Collector() prometheus.Collector { return l.vec }

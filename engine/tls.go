@@ -30,6 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/ws"
 )
 
@@ -201,10 +202,10 @@ func (c *Conn) tlsReceive(b []byte) {
 		return
 	}
 	if t.in == nil {
-		t.in = getBuf(len(b))
+		t.in = bufpool.Get(len(b))
 	} else {
 		t.compact()
-		t.in = grow(t.in, len(b))
+		t.in = bufpool.Grow(t.in, len(b))
 	}
 	t.in = append(t.in, b...)
 	phase := t.phase
@@ -278,7 +279,7 @@ func (t *tlsConn) signal() {
 // idle connection keeps no input buffer.
 func (t *tlsConn) dropIn() {
 	if t.in != nil && t.inOff == len(t.in) {
-		putBuf(t.in)
+		bufpool.Put(t.in)
 		t.in, t.inOff = nil, 0
 	}
 }
@@ -396,7 +397,7 @@ func (c *Conn) tlsDecrypt() {
 			break
 		}
 		if buf == nil {
-			buf = getBuf(largeBuf)
+			buf = bufpool.Get(bufpool.Medium)
 		}
 		n, err := t.tc.Read(buf[:cap(buf)])
 		if n > 0 {
@@ -422,7 +423,7 @@ func (c *Conn) tlsDecrypt() {
 		break
 	}
 	if buf != nil {
-		putBuf(buf)
+		bufpool.Put(buf)
 	}
 	t.mu.Lock()
 	t.dropIn()
@@ -445,7 +446,7 @@ func (t *tlsConn) seal(plain []byte) []byte {
 		} else if t.phase != tlsClosed {
 			t.early = append(t.early, plain...)
 		}
-		putBuf(plain)
+		bufpool.Put(plain)
 	}
 	if open && c.state == stateClosed && !t.notified {
 		t.notified = true
@@ -476,11 +477,11 @@ func (t *tlsConn) close() {
 // release returns the buffers to their pools.
 func (t *tlsConn) release() {
 	if t.in != nil {
-		putBuf(t.in)
+		bufpool.Put(t.in)
 		t.in, t.inOff, t.recLeft = nil, 0, 0
 	}
 	if t.out != nil {
-		putBuf(t.out)
+		bufpool.Put(t.out)
 		t.out = nil
 	}
 	t.early = nil
@@ -520,7 +521,7 @@ func (t *tlsConn) Read(p []byte) (int, error) {
 			} else { // nobody will write it: drop it rather than spin
 				t.mu.Lock()
 				if t.out != nil {
-					putBuf(t.out)
+					bufpool.Put(t.out)
 					t.out = nil
 				}
 				t.mu.Unlock()
@@ -556,18 +557,14 @@ const minRecord = 1024
 // class the buffer grows by doubling, so sealing a large message record by
 // record copies it O(1) times, not once per record.
 func (t *tlsConn) reserve(n int) {
-	switch {
-	case t.out == nil:
-		t.out = getBuf(n)
-	case cap(t.out)-len(t.out) >= n:
-	case len(t.out)+n <= largeBuf:
-		t.out = grow(t.out, n)
-	default:
-		nb := make([]byte, len(t.out), max(2*cap(t.out), len(t.out)+n))
-		copy(nb, t.out)
-		putBuf(t.out)
-		t.out = nb
+	if cap(t.out)-len(t.out) >= n {
+		return
 	}
+	need := len(t.out) + n
+	if need > bufpool.Large {
+		need = max(need, 2*cap(t.out)) // an exact allocation: grow geometrically
+	}
+	t.out = bufpool.Grow(t.out, need-len(t.out))
 }
 
 // Close is crypto/tls's view; the engine closes TCP itself.

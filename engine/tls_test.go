@@ -14,49 +14,28 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	lpws "github.com/libp2p/go-libp2p/p2p/transport/websocket"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
+	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/ws"
 	"github.com/swarmgate/swarmgate/ws/conformance"
 )
-
-// testCert is a self-signed certificate for localhost and 127.0.0.1 and a
-// pool that trusts it.
-func testCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	if len(hosts) == 0 {
-		hosts = []string{"localhost", "127.0.0.1"}
-	}
-	cert, err := SelfSignedCertificate(hosts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert.Leaf)
-	return cert, pool
-}
 
 // startTLSEcho runs an engine serving the raw echo on /echo at addr.
 func startTLSEcho(t testing.TB, cfg Config, addr string) (*Engine, ma.Multiaddr) {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = quiet
+		cfg.Logger = testutil.Quiet
 	}
 	e := New(cfg)
 	t.Cleanup(func() { e.Close() })
-	l, err := e.Listen(ma.StringCast(addr), Routes{Paths: map[string]Handler{"/echo": Echo}})
+	l, err := e.Listen(ma.StringCast(addr), Routes{Paths: map[string]StageFunc{"/echo": Echo}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,47 +77,10 @@ func tlsState(c *websocket.Conn) tls.ConnectionState {
 	return c.NetConn().(*tls.Conn).ConnectionState()
 }
 
-// counterValue reads one labelled counter from a registry.
-func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			return metricValue(m)
-		}
-	}
-	return 0
-}
-
-func metricValue(m *dto.Metric) float64 {
-	if m.Counter != nil {
-		return m.Counter.GetValue()
-	}
-	if m.Gauge != nil {
-		return m.Gauge.GetValue()
-	}
-	if m.Histogram != nil {
-		return float64(m.Histogram.GetSampleCount())
-	}
-	return 0
-}
-
 // A gorilla wss:// client runs the raw echo over TLS 1.2 and 1.3, up to
 // 16 MiB messages, and the handshake metrics record each.
 func TestTLSGorillaEcho(t *testing.T) {
-	cert, pool := testCert(t)
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
 	reg := prometheus.NewRegistry()
 	_, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg}, "/ip4/127.0.0.1/tcp/0/tls/ws")
 	if !strings.HasSuffix(addr.String(), "/tls/ws") {
@@ -156,12 +98,12 @@ func TestTLSGorillaEcho(t *testing.T) {
 				t.Fatalf("TLS state %+v", st)
 			}
 			gorillaEcho(t, conn, 0, 1, 125, 16<<10, 100<<10, 16<<20)
-			if n := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "ok", "version": tls.VersionName(v)}); n != 1 {
+			if n := testutil.CounterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "ok", "version": tls.VersionName(v)}); n != 1 {
 				t.Fatalf("%v ok handshakes counted", n)
 			}
 		})
 	}
-	if n := counterValue(t, reg, "swarmgate_tls_key_exchanges_total", map[string]string{"curve": "X25519MLKEM768"}); n != 1 {
+	if n := testutil.CounterValue(t, reg, "swarmgate_tls_key_exchanges_total", map[string]string{"curve": "X25519MLKEM768"}); n != 1 {
 		t.Fatalf("%v X25519MLKEM768 key exchanges (TLS 1.3 default)", n)
 	}
 }
@@ -169,7 +111,7 @@ func TestTLSGorillaEcho(t *testing.T) {
 // /ws and /tls/ws share one port; the first byte decides. A plain client
 // on a TLS-only port is cut and counted.
 func TestTLSSharedPort(t *testing.T) {
-	cert, pool := testCert(t)
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
 	reg := prometheus.NewRegistry()
 	e, plain := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg}, "/ip4/127.0.0.1/tcp/0/ws")
 	port := tcpPort(t, plain)
@@ -203,58 +145,11 @@ func TestTLSSharedPort(t *testing.T) {
 	}
 }
 
-// A go-libp2p v0.51.0 host dials /tls/ws (its websocket transport with a
-// client TLS config) and runs identify, ping and echo against our host.
-func TestTLSLibp2pClientInterop(t *testing.T) {
-	cert, pool := testCert(t)
-	reg := prometheus.NewRegistry()
-	e := New(Config{Logger: quiet, Registerer: reg, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
-	t.Cleanup(func() { e.Close() })
-	srv, err := NewHost(e, HostConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.HandleDefaults(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/tls/ws"), Routes{Fallback: srv.Handler()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.SetListenAddrs([]ma.Multiaddr{l.Addr()})
-	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
-		t.Run(tls.VersionName(v), func(t *testing.T) {
-			cli, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Security(noise.ID, noise.New),
-				libp2p.Transport(lpws.New, lpws.WithTLSClientConfig(&tls.Config{RootCAs: pool, MinVersion: v, MaxVersion: v})))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cli.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			before := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "ok", "version": tls.VersionName(v)})
-			if err := cli.Connect(ctx, peer.AddrInfo{ID: srv.ID(), Addrs: []ma.Multiaddr{l.Addr()}}); err != nil {
-				t.Fatal(err)
-			}
-			checkLibp2pIdentify(t, ctx, cli, srv)
-			libp2pPings(t, ctx, cli, srv.ID(), 5)
-			size := 64 << 10
-			if v == tls.VersionTLS13 {
-				size = 1 << 20
-			}
-			libp2pEchoes(t, ctx, cli, srv.ID(), 4, size)
-			if after := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "ok", "version": tls.VersionName(v)}); after != before+1 {
-				t.Fatalf("handshakes %v → %v", before, after)
-			}
-		})
-	}
-}
-
 // A GetCertificate that changes: new connections see the new certificate,
 // a connection made before keeps working.
 func TestTLSCertificateReload(t *testing.T) {
-	c1, _ := testCert(t)
-	c2, _ := testCert(t)
+	c1, _ := testutil.SelfSigned(t, SelfSignedCertificate)
+	c2, _ := testutil.SelfSigned(t, SelfSignedCertificate)
 	var cur atomic.Pointer[tls.Certificate]
 	cur.Store(&c1)
 	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cur.Load(), nil }
@@ -286,7 +181,7 @@ func TestTLSCertificateReload(t *testing.T) {
 // nothing, half send part of a ClientHello) do not delay others and are cut
 // at HandshakeTimeout; the silent ones never got a goroutine.
 func TestTLSStalledHandshakes(t *testing.T) {
-	cert, pool := testCert(t)
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
 	reg := prometheus.NewRegistry()
 	const timeout = 1500 * time.Millisecond
 	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg, HandshakeTimeout: timeout}, "/ip4/127.0.0.1/tcp/0/tls/ws")
@@ -311,7 +206,7 @@ func TestTLSStalledHandshakes(t *testing.T) {
 			c.Close()
 		}
 	}()
-	waitUntil(t, 5*time.Second, func() bool { return e.OpenConns() == n })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return e.OpenConns() == n })
 	// Stalled handshakes hold no goroutine: only complete records start one.
 	if g := runtime.NumGoroutine() - g0; g > 50 {
 		t.Fatalf("%d goroutines for %d stalled handshakes", g, n)
@@ -326,8 +221,8 @@ func TestTLSStalledHandshakes(t *testing.T) {
 	if d := time.Since(start); d > timeout/2 {
 		t.Fatalf("a good client took %v among stalled ones", d)
 	}
-	waitUntil(t, timeout+3*time.Second, func() bool { return e.OpenConns() == 1 })
-	if v := counterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "handshake_timeout"}); v != n {
+	testutil.WaitFor(t, timeout+3*time.Second, func() bool { return e.OpenConns() == 1 })
+	if v := testutil.CounterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "handshake_timeout"}); v != n {
 		t.Fatalf("%v handshake timeouts counted", v)
 	}
 	gorillaEcho(t, good, 10)
@@ -353,21 +248,10 @@ func clientHello(t *testing.T) []byte {
 	return append(hdr, body...)
 }
 
-func waitUntil(t testing.TB, d time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in time")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // Over MaxConcurrentTLSHandshakes, a new handshake is refused at once and
 // counted; finished or cut handshakes free their slots.
 func TestTLSHandshakeCap(t *testing.T) {
-	cert, pool := testCert(t)
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
 	reg := prometheus.NewRegistry()
 	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg, MaxConcurrentTLSHandshakes: 2}, "/ip4/127.0.0.1/tcp/0/tls/ws")
 	hostPort := "127.0.0.1:" + tcpPort(t, addr)
@@ -383,83 +267,28 @@ func TestTLSHandshakeCap(t *testing.T) {
 		c.Write(hello)
 		held = append(held, c)
 	}
-	waitUntil(t, 5*time.Second, func() bool { return e.tls.inflight.Load() == 2 })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return e.tls.inflight.Load() == 2 })
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	url := "wss://127.0.0.1:" + tcpPort(t, addr) + "/echo"
 	if _, _, err := d.Dial(url, nil); err == nil {
 		t.Fatal("handshake over the cap accepted")
 	}
-	if v := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "over_cap"}); v != 1 {
+	if v := testutil.CounterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "over_cap"}); v != 1 {
 		t.Fatalf("%v over-cap handshakes counted", v)
 	}
 	for _, c := range held {
 		c.Close()
 	}
-	waitUntil(t, 5*time.Second, func() bool { return e.tls.inflight.Load() == 0 })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return e.tls.inflight.Load() == 0 })
 	c, _, err := d.Dial(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gorillaEcho(t, c, 10)
 	c.Close()
-	if v := counterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "closed"}); v != 2 {
+	if v := testutil.CounterValue(t, reg, "swarmgate_tls_handshakes_total", map[string]string{"result": "closed"}); v != 2 {
 		t.Fatalf("%v handshakes ended by the connection's end counted", v)
 	}
-}
-
-// Our client role dials /tls/ws: 2,000 idle libp2p connections over TLS
-// keep no goroutine each, on either side.
-func TestTLSIdlePeers(t *testing.T) {
-	cert, pool := testCert(t)
-	e := New(Config{Logger: quiet, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
-	t.Cleanup(func() { e.Close() })
-	srv, err := NewHost(e, HostConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Handle(ProtoEcho, EchoStream)
-	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/tls/ws"), Routes{Fallback: srv.Handler()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ce := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool}})
-	t.Cleanup(func() { ce.Close() })
-	cli, err := NewHost(ce, HostConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 2000
-	if testing.Short() {
-		n = 300
-	}
-	runtime.GC()
-	g0 := runtime.NumGoroutine()
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	sem := make(chan struct{}, 64)
-	for range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		_, err := cli.DialPeer(l.Addr(), DialOptions{Expect: srv.ID()}, func(pc *PeerConn, err error) {
-			if err != nil {
-				failed.Add(1)
-			}
-			<-sem
-			wg.Done()
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		t.Fatalf("%d of %d dials failed", f, n)
-	}
-	if e.OpenConns() != int64(n) || ce.OpenConns() != int64(n) {
-		t.Fatalf("open: server %d, client %d", e.OpenConns(), ce.OpenConns())
-	}
-	waitUntil(t, 5*time.Second, func() bool { return runtime.NumGoroutine()-g0 < 50 })
-	t.Logf("%d idle TLS libp2p connections: %d goroutines more than before", n, runtime.NumGoroutine()-g0)
 }
 
 // writeCertFiles writes cert's chain and key as PEM files.
@@ -490,10 +319,10 @@ func writeCertFiles(t *testing.T, dir string, cert tls.Certificate) (string, str
 // the new certificate, the connection made before keeps working.
 func TestTLSCertReloaderFiles(t *testing.T) {
 	dir := t.TempDir()
-	c1, _ := testCert(t)
-	c2, _ := testCert(t)
+	c1, _ := testutil.SelfSigned(t, SelfSignedCertificate)
+	c2, _ := testutil.SelfSigned(t, SelfSignedCertificate)
 	certFile, keyFile := writeCertFiles(t, dir, c1)
-	r, err := NewCertReloader(certFile, keyFile, quiet)
+	r, err := NewCertReloader(certFile, keyFile, testutil.Quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +345,7 @@ func TestTLSCertReloaderFiles(t *testing.T) {
 	later := time.Now().Add(time.Second)
 	os.Chtimes(certFile, later, later)
 	os.Chtimes(keyFile, later, later)
-	waitUntil(t, 5*time.Second, func() bool { return r.Certificate().Leaf.Equal(c2.Leaf) })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return r.Certificate().Leaf.Equal(c2.Leaf) })
 	fresh, _, err := d.Dial(url, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -577,9 +406,9 @@ func TestParseWSAddrTLS(t *testing.T) {
 // close_notify ends the connection cleanly both ways.
 func TestTLSSelfSignedSNI(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	e := New(Config{Logger: quiet, Registerer: reg})
+	e := New(Config{Logger: testutil.Quiet, Registerer: reg})
 	t.Cleanup(func() { e.Close() })
-	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/tls/sni/node.example/ws"), Routes{Paths: map[string]Handler{"/echo": Echo}})
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/tls/sni/node.example/ws"), Routes{Paths: map[string]StageFunc{"/echo": Echo}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +421,7 @@ func TestTLSSelfSignedSNI(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert.Leaf)
-	ce := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool}})
+	ce := New(Config{Logger: testutil.Quiet, TLSClient: &tls.Config{RootCAs: pool}})
 	t.Cleanup(func() { ce.Close() })
 	got := make(chan []byte, 1)
 	closed := make(chan error, 1)
@@ -621,7 +450,7 @@ func TestTLSSelfSignedSNI(t *testing.T) {
 		t.Fatal("not closed")
 	}
 	// Non-loopback without a certificate is refused.
-	if _, err := New(Config{Logger: quiet}).Listen(ma.StringCast("/ip4/0.0.0.0/tcp/0/tls/ws"), Routes{}); !errors.Is(err, ErrNoCertificate) {
+	if _, err := New(Config{Logger: testutil.Quiet}).Listen(ma.StringCast("/ip4/0.0.0.0/tcp/0/tls/ws"), Routes{}); !errors.Is(err, ErrNoCertificate) {
 		t.Fatalf("wildcard listener without a certificate: %v", err)
 	}
 }
@@ -640,7 +469,7 @@ func (s *funcStage) Closed(c *Conn, err error) { s.closed(err) }
 // The RFC 6455 conformance suite over TLS (TLS 1.3; 1.2 for a second pass
 // would double the time for no new record-layer path).
 func TestConformanceTLS(t *testing.T) {
-	cert, pool := testCert(t)
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
 	_, addr := startTLSEcho(t, Config{MaxMessageSize: 1 << 20, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}, "/ip4/127.0.0.1/tcp/0/tls/ws")
 	conformance.Run(t, conformance.Target{Addr: "127.0.0.1:" + tcpPort(t, addr), Path: "/echo", MaxMessage: 1 << 20,
 		TLS: &tls.Config{RootCAs: pool, ServerName: "localhost"}})
@@ -651,19 +480,19 @@ func TestConformanceTLS(t *testing.T) {
 // client on a TLS-only port (not_tls), and a close_notify after the
 // upgrade (the connection ends, counted).
 func TestTLSFailuresCounted(t *testing.T) {
-	cert, pool := testCert(t)
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
 	reg := prometheus.NewRegistry()
 	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg}, "/ip4/127.0.0.1/tcp/0/tls/ws")
 	hostPort := "127.0.0.1:" + tcpPort(t, addr)
 	count := func(name, label, value string) float64 {
-		return counterValue(t, reg, name, map[string]string{label: value})
+		return testutil.CounterValue(t, reg, name, map[string]string{label: value})
 	}
 
 	// Untrusting client: no RootCAs for our self-signed certificate.
 	if _, _, err := (&websocket.Dialer{TLSClientConfig: &tls.Config{}}).Dial("wss://"+hostPort+"/echo", nil); err == nil {
 		t.Fatal("untrusted certificate accepted")
 	}
-	waitUntil(t, 5*time.Second, func() bool {
+	testutil.WaitFor(t, 5*time.Second, func() bool {
 		return count("swarmgate_tls_handshakes_total", "result", "remote_alert") == 1
 	})
 
@@ -692,7 +521,7 @@ func TestTLSFailuresCounted(t *testing.T) {
 	if err := ws.NetConn().(*tls.Conn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 5*time.Second, func() bool { return e.OpenConns() == 0 })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return e.OpenConns() == 0 })
 	if v := count("swarmgate_tls_closes_total", "reason", "close_notify"); v != 1 {
 		t.Fatalf("%v close_notify counted", v)
 	}
@@ -705,9 +534,9 @@ func TestTLSFailuresCounted(t *testing.T) {
 // A /dns4 TLS listen address keeps its name as /sni in the printed address
 // (and the self-signed certificate), and our client dials it by name.
 func TestTLSListenDNS(t *testing.T) {
-	e := New(Config{Logger: quiet})
+	e := New(Config{Logger: testutil.Quiet})
 	t.Cleanup(func() { e.Close() })
-	l, err := e.Listen(ma.StringCast("/dns4/localhost/tcp/0/tls/ws"), Routes{Paths: map[string]Handler{"/echo": Echo}})
+	l, err := e.Listen(ma.StringCast("/dns4/localhost/tcp/0/tls/ws"), Routes{Paths: map[string]StageFunc{"/echo": Echo}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -716,7 +545,7 @@ func TestTLSListenDNS(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(l.tlsCfg.Load().Certificates[0].Leaf)
-	ce := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}})
+	ce := New(Config{Logger: testutil.Quiet, TLSClient: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}})
 	t.Cleanup(func() { ce.Close() })
 	got := make(chan []byte, 1)
 	if _, err := ce.Dial(ma.StringCast("/dns4/localhost/tcp/"+tcpPort(t, l.Addr())+"/tls/ws"), "/echo", func(c *Conn) Stage {
@@ -735,69 +564,12 @@ func TestTLSListenDNS(t *testing.T) {
 	}
 }
 
-// Our client role over TLS against go-libp2p v0.51.0's own wss listener
-// (its websocket transport with a server TLS config): identify and ping.
-func TestTLSLibp2pServerInterop(t *testing.T) {
-	cert, pool := testCert(t)
-	gh, err := libp2p.New(
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0/tls/ws"),
-		libp2p.Transport(lpws.New, lpws.WithTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.UserAgent("go-libp2p-interop/1"),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gh.Close()
-	var target ma.Multiaddr
-	for _, a := range gh.Addrs() {
-		if _, err := a.ValueForProtocol(ma.P_TLS); err == nil {
-			target = a
-		}
-	}
-	if target == nil {
-		t.Fatalf("no /tls/ws address in %v", gh.Addrs())
-	}
-	e := New(Config{Logger: quiet, TLSClient: &tls.Config{RootCAs: pool, ServerName: "localhost"}})
-	defer e.Close()
-	cli, err := NewHost(e, HostConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli.HandleDefaults()
-	ready := make(chan error, 1)
-	var pc *PeerConn
-	if _, err := cli.DialPeer(target, DialOptions{Expect: gh.ID()}, func(p *PeerConn, err error) { pc = p; ready <- err }); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("dial did not finish")
-	}
-	m, err := identifyOver(t, pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.GetAgentVersion() != "go-libp2p-interop/1" {
-		t.Fatalf("agent %q", m.GetAgentVersion())
-	}
-	for i := range 3 {
-		if _, err := pingOver(t, pc); err != nil {
-			t.Fatalf("ping %d: %v", i, err)
-		}
-	}
-}
-
 // A peer that streams records at a handshake it never finishes is cut at
 // once, not when HandshakeTimeout expires: by the buffer bound when the
 // handshake goroutine lags behind, else by crypto/tls rejecting the first
 // record it cannot decrypt (which of the two depends on scheduling).
 func TestTLSHandshakeFlood(t *testing.T) {
-	cert, _ := testCert(t)
+	cert, _ := testutil.SelfSigned(t, SelfSignedCertificate)
 	reg := prometheus.NewRegistry()
 	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Registerer: reg, HandshakeTimeout: time.Minute}, "/ip4/127.0.0.1/tcp/0/tls/ws")
 	nc, err := net.Dial("tcp", "127.0.0.1:"+tcpPort(t, addr))
@@ -817,8 +589,8 @@ func TestTLSHandshakeFlood(t *testing.T) {
 		}
 	}
 	cut := func() float64 {
-		return counterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "tls_handshake_flood"}) +
-			counterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "tls_local_alert"})
+		return testutil.CounterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "tls_handshake_flood"}) +
+			testutil.CounterValue(t, reg, "swarmgate_connection_failures_total", map[string]string{"reason": "tls_local_alert"})
 	}
-	waitUntil(t, 5*time.Second, func() bool { return cut() == 1 && e.OpenConns() == 0 })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return cut() == 1 && e.OpenConns() == 0 })
 }

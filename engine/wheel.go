@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"runtime"
 	"sync"
 	"time"
 )
@@ -10,45 +11,64 @@ import (
 // costs three words in its own struct and no runtime timer or goroutine, so a
 // million idle connections with keepalive deadlines cost one ticking
 // goroutine. Resolution is one tick; deadlines fire late by at most a tick.
+//
+// Instants are the engine's mono nanoseconds (Engine.mono), so a wall-clock
+// step moves no deadline. A connection moves its deadline later without the
+// wheel (Conn.setDeadlineAt): the wheel fires at the instant it was filed
+// for and the connection files itself again, so the read path, which moves
+// the keepalive deadline on every read, never takes the wheel's lock.
+//
+// Fired deadlines run on a few long-lived workers, not on a goroutine each:
+// a deadline handler takes the connection's lock, which a flush to a slow
+// peer may hold for up to WriteTimeout, so the wheel never runs them itself.
+// When every worker is busy (that many slow flushes at once) a fired
+// deadline gets a goroutine of its own rather than wait.
 type wheel struct {
 	mu     sync.Mutex
 	slots  []*Conn // heads of the per-slot lists
-	tick   time.Duration
-	cursor int64 // last processed tick number
-	now    func() time.Time
+	tick   int64   // nanoseconds
+	cursor int64   // last processed tick number
+	now    func() int64
 	lag    *tickLag
+	work   chan *Conn
 	stop   chan struct{}
 	done   chan struct{}
 }
 
-const wheelSlots = 512
+const (
+	wheelSlots = 512
+	// wheelQueue is how many fired deadlines may wait for a worker.
+	wheelQueue = 4096
+)
 
-func newWheel(tick time.Duration, now func() time.Time, lag *tickLag) *wheel {
+func newWheel(tick time.Duration, now func() int64, lag *tickLag) *wheel {
 	w := &wheel{
 		lag:   lag,
 		slots: make([]*Conn, wheelSlots),
-		tick:  tick,
+		tick:  int64(tick),
 		now:   now,
+		work:  make(chan *Conn, wheelQueue),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	w.cursor = w.tickOf(now())
+	w.cursor = w.now() / w.tick
+	for range max(runtime.GOMAXPROCS(0), 2) {
+		go w.worker()
+	}
 	go w.run()
 	return w
 }
 
-func (w *wheel) tickOf(t time.Time) int64 { return t.UnixNano() / int64(w.tick) }
-
-// schedule sets c's deadline, replacing any earlier one. The zero time
-// cancels it.
-func (w *wheel) schedule(c *Conn, at time.Time) {
+// schedule files c at mono instant at, replacing where it was filed; 0
+// unlinks it. Connections call it with their own lock held.
+func (w *wheel) schedule(c *Conn, at int64) {
 	w.mu.Lock()
 	w.unlink(c)
-	if !at.IsZero() {
-		c.twhen = at.UnixNano()
+	if at != 0 {
+		c.twhen = at
 		// File under the first tick at or after the deadline: a slot is
 		// visited once per revolution, so it must never be visited early.
-		t := (c.twhen + int64(w.tick) - 1) / int64(w.tick)
+		t := (at + w.tick - 1) / w.tick
 		if t <= w.cursor {
 			t = w.cursor + 1
 		}
@@ -80,20 +100,20 @@ func (w *wheel) unlink(c *Conn) {
 
 func (w *wheel) run() {
 	defer close(w.done)
-	t := time.NewTicker(w.tick)
+	t := time.NewTicker(time.Duration(w.tick))
 	defer t.Stop()
 	var due []*Conn
 	for {
 		select {
 		case <-w.stop:
+			close(w.work)
 			return
-		case due := <-t.C:
-			w.lag.observe(due, time.Now()) // the ticker sends the due time
+		case at := <-t.C:
+			w.lag.observe(at, time.Now()) // the ticker sends the due time
 		}
 		now := w.now()
-		nowNano := now.UnixNano()
 		w.mu.Lock()
-		end := w.tickOf(now)
+		end := now / w.tick
 		if end-w.cursor > wheelSlots {
 			w.cursor = end - wheelSlots
 		}
@@ -101,7 +121,7 @@ func (w *wheel) run() {
 			s := int((w.cursor + 1) % wheelSlots)
 			for c := w.slots[s]; c != nil; {
 				next := c.tnext
-				if c.twhen <= nowNano {
+				if c.twhen <= now {
 					w.unlink(c)
 					due = append(due, c)
 				}
@@ -110,13 +130,28 @@ func (w *wheel) run() {
 		}
 		w.mu.Unlock()
 		for i, c := range due {
-			// A deadline handler takes the connection's lock, which a flush
-			// to a slow peer may hold: never make the wheel wait for it.
-			go c.onDeadline()
+			select {
+			case w.work <- c:
+			default:
+				go fire(c) // every worker is waiting on a slow peer
+			}
 			due[i] = nil
 		}
 		due = due[:0]
 	}
+}
+
+func (w *wheel) worker() {
+	for c := range w.work {
+		fire(c)
+	}
+}
+
+// fire runs c's deadline handler with its lock held.
+func fire(c *Conn) {
+	c.mu.Lock()
+	c.onDeadline()
+	c.unlock()
 }
 
 func (w *wheel) close() {

@@ -4,12 +4,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/swarmgate/swarmgate/internal/testutil"
 )
 
 // Every deadline fires, whatever its offset within a tick, within about a
 // tick of its time, and a cancelled or moved deadline does not fire early.
 func TestWheelFiresEveryOffset(t *testing.T) {
-	e := New(Config{Logger: quiet, Tick: 10 * time.Millisecond})
+	e := New(Config{Logger: testutil.Quiet, Tick: 10 * time.Millisecond})
 	defer e.Close()
 	const n = 200
 	conns := make([]*Conn, n)

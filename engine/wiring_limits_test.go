@@ -5,6 +5,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/swarmgate/swarmgate/admission"
+	"github.com/swarmgate/swarmgate/internal/testutil"
 )
 
 // Each limit exceeded from loopback: the refusal, its metric, and the
@@ -12,12 +14,12 @@ import (
 func TestWiredLimitsFromLoopback(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		limits Limits
+		limits admission.Limits
 		reason string
 	}{
-		{"total", Limits{MaxConns: 2}, "total"},
-		{"rate", Limits{LimitLoopback: true, MaxConnsPerIP: 100, ConnRatePerIP: 0.001, ConnBurstPerIP: 2}, "rate"},
-		{"per_ip", Limits{LimitLoopback: true, MaxConnsPerIP: 2}, "per_ip"},
+		{"total", admission.Limits{MaxConns: 2}, "total"},
+		{"rate", admission.Limits{LimitLoopback: true, MaxConnsPerIP: 100, ConnRatePerIP: 0.001, ConnBurstPerIP: 2}, "rate"},
+		{"per_ip", admission.Limits{LimitLoopback: true, MaxConnsPerIP: 2}, "per_ip"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
@@ -35,7 +37,7 @@ func TestWiredLimitsFromLoopback(t *testing.T) {
 				wc.Close()
 				t.Fatal("third connection admitted")
 			}
-			if got := gatherValues(t, reg)["swarmgate_limit_rejections_total{reason="+tc.reason+"}"]; got != 1 {
+			if got := testutil.Gather(t, reg)["swarmgate_limit_rejections_total{reason="+tc.reason+"}"]; got != 1 {
 				t.Fatalf("%s rejections %v, want 1", tc.reason, got)
 			}
 			for i, wc := range held {

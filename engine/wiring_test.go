@@ -8,11 +8,13 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/swarmgate/swarmgate/admission"
+	"github.com/swarmgate/swarmgate/internal/testutil"
 )
 
 func TestWiredPerIPLimit(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	_, _, addr := startEcho(t, Config{Registerer: reg, Limits: Limits{MaxConnsPerIP: 2, LimitLoopback: true}})
+	_, _, addr := startEcho(t, Config{Registerer: reg, Limits: admission.Limits{MaxConnsPerIP: 2, LimitLoopback: true}})
 	for i := range 3 {
 		wc, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/echo", nil)
 		if i < 2 {
@@ -26,14 +28,14 @@ func TestWiredPerIPLimit(t *testing.T) {
 			t.Fatal("third connection from one IP admitted")
 		}
 	}
-	if got := gatherValues(t, reg)["swarmgate_limit_rejections_total{reason=per_ip}"]; got != 1 {
+	if got := testutil.Gather(t, reg)["swarmgate_limit_rejections_total{reason=per_ip}"]; got != 1 {
 		t.Fatalf("per_ip rejections %v", got)
 	}
 }
 
 func TestWiredTrustedProxy(t *testing.T) {
-	tp, _ := NewTrustedProxies([]string{"127.0.0.1"})
-	_, _, addr := startEcho(t, Config{TrustedProxies: tp, Limits: Limits{MaxConnsPerIP: 1}})
+	tp, _ := admission.NewTrustedProxies([]string{"127.0.0.1"})
+	_, _, addr := startEcho(t, Config{TrustedProxies: tp, Limits: admission.Limits{MaxConnsPerIP: 1}})
 	dial := func(client string) (*websocket.Conn, *http.Response, error) {
 		return websocket.DefaultDialer.Dial("ws://"+addr+"/echo", http.Header{"X-Forwarded-For": {client + ", 127.0.0.1"}})
 	}
@@ -55,7 +57,7 @@ func TestWiredTrustedProxy(t *testing.T) {
 
 // Refused connections are closed by netpoll (no descriptor kept).
 func TestWiredRefusalLeavesNoFD(t *testing.T) {
-	e, _, addr := startEcho(t, Config{Limits: Limits{MaxConnsPerIP: 1, LimitLoopback: true, ConnRatePerIP: -1}})
+	e, _, addr := startEcho(t, Config{Limits: admission.Limits{MaxConnsPerIP: 1, LimitLoopback: true, ConnRatePerIP: -1}})
 	wc, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/echo", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +75,7 @@ func TestWiredRefusalLeavesNoFD(t *testing.T) {
 	t.Logf("before %d after %d", before, countFDs(t))
 	time.Sleep(time.Second)
 	t.Logf("after 1s %d", countFDs(t))
-	waitFor(t, func() bool { return countFDs(t) <= before+5 })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return countFDs(t) <= before+5 })
 	if e.OpenConns() != 1 {
 		t.Fatalf("open %d", e.OpenConns())
 	}

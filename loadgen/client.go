@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/ws"
 )
 
@@ -131,13 +132,13 @@ func scrapeGauge(url, name string) (float64, error) {
 // openPeers dials n libp2p connections (WebSocket + Noise + yamux) to
 // target with at most par upgrades in flight; on each it does one ping,
 // then leaves the connection idle.
-func openPeers(h *engine.Host, target ma.Multiaddr, n, par int, plaintext bool) ([]*engine.PeerConn, error) {
-	conns := make([]*engine.PeerConn, n)
+func openPeers(h *libp2p.Host, target ma.Multiaddr, n, par int, plaintext bool) ([]*libp2p.PeerConn, error) {
+	conns := make([]*libp2p.PeerConn, n)
 	done := make(chan error, n)
 	sem := make(chan struct{}, par)
 	for i := 0; i < n; i++ {
 		sem <- struct{}{}
-		_, err := h.DialPeer(target, engine.DialOptions{Plaintext: plaintext}, func(pc *engine.PeerConn, err error) {
+		h.DialAsync(target, libp2p.DialOptions{Plaintext: plaintext}, func(pc *libp2p.PeerConn, err error) {
 			if err != nil {
 				<-sem
 				done <- err
@@ -147,10 +148,6 @@ func openPeers(h *engine.Host, target ma.Multiaddr, n, par int, plaintext bool) 
 			// One /ipfs/ping/1.0.0 round trip, as an idle libp2p peer has done.
 			pc.Ping(func(_ time.Duration, err error) { <-sem; done <- err })
 		})
-		if err != nil {
-			<-sem
-			done <- err
-		}
 	}
 	return conns, collectOutcomes(done, n, 120*time.Second)
 }

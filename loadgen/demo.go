@@ -29,7 +29,7 @@ func demo(args []string) error {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := engine.New(engine.Config{Logger: quiet})
 	defer srv.Close()
-	l, err := srv.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), engine.Routes{Paths: map[string]engine.Handler{"/echo": engine.Echo}})
+	l, err := srv.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), engine.Routes{Paths: map[string]engine.StageFunc{"/echo": engine.Echo}})
 	if err != nil {
 		return err
 	}

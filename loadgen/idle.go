@@ -15,6 +15,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/libp2p"
 )
 
 // idle holds N idle raw WebSocket connections to a server and reports what
@@ -72,7 +73,7 @@ func idle(args []string) error {
 		}
 	}
 	if *stack == "libp2p" {
-		h, err := engine.NewHost(e, engine.HostConfig{})
+		h, err := libp2p.NewOn(e, libp2p.Config{})
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,7 @@
 //
 //	loadgen                       the default matrix against a `loadgen serve` child on loopback
 //	loadgen run -target ADDR …    the same scenarios against any libp2p WebSocket server
-//	loadgen serve -listen ADDR …  serve libp2p and raw WebSocket until SIGINT/SIGTERM
+//	loadgen serve -listen ADDR …  the swarmgate server (cmd/swarmgate), as the default run's child
 //	loadgen idle -target ADDR …   hold N idle connections and measure the server per connection
 //	loadgen demo                  an embedded engine and its own client in one process
 package main
@@ -10,6 +10,8 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/swarmgate/swarmgate/internal/server"
 )
 
 func main() {
@@ -27,7 +29,9 @@ func main() {
 	case "run":
 		err = runCmd(args)
 	case "serve":
-		err = serve(args)
+		// The same server as cmd/swarmgate, kept under loadgen for the
+		// child server of the default run.
+		os.Exit(server.Main("loadgen serve", args, os.Stdout, os.Stderr))
 	case "idle":
 		err = idle(args)
 	default:

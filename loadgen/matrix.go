@@ -21,6 +21,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/libp2p"
 )
 
 // scenarioNames are the scenarios in report order.
@@ -177,7 +178,7 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	// measures, it does not authenticate the server's TLS (Noise does).
 	eng := engine.New(engine.Config{Logger: quiet, TLSClient: &tls.Config{InsecureSkipVerify: true}})
 	defer eng.Close()
-	host, err := engine.NewHost(eng, engine.HostConfig{InsecurePlaintext: true})
+	host, err := libp2p.NewOn(eng, libp2p.Config{InsecurePlaintext: true})
 	if err != nil {
 		return err
 	}
@@ -292,7 +293,7 @@ func startChildWith(listens ...string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "-ws-echo", "/echo", "-insecure-plaintext", "-metrics", "127.0.0.1:0", "-profile-rates"}
+	args := []string{"serve", "-echo", "-ws-echo", "/echo", "-insecure-plaintext", "-metrics", "127.0.0.1:0", "-profile-rates"}
 	for _, l := range listens {
 		args = append(args, "-listen", l)
 	}

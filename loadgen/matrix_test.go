@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
+	golibp2p "github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/websocket"
@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/swarmgate/swarmgate/libp2p"
 
 	"github.com/swarmgate/swarmgate/engine"
 )
@@ -43,12 +44,12 @@ func TestMatrixQuickInProcess(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e := engine.New(engine.Config{Logger: quiet, Registerer: reg})
 	defer e.Close()
-	h, err := engine.NewHost(e, engine.HostConfig{InsecurePlaintext: true})
+	h, err := libp2p.NewOn(e, libp2p.Config{InsecurePlaintext: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.Handle(engine.ProtoEcho, engine.EchoStream)
-	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), engine.Routes{Paths: map[string]engine.Handler{"/echo": engine.Echo}, Fallback: h.Handler()})
+	h.Handle(libp2p.ProtoEcho, libp2p.EchoStream)
+	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), engine.Routes{Paths: map[string]engine.StageFunc{"/echo": engine.Echo}, Fallback: h.Stage})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,17 +127,17 @@ func TestMatrixQuickInProcess(t *testing.T) {
 // loadgen run against a go-libp2p v0.51.0 host (websocket + noise + yamux
 // with an /echo/1.0.0 handler): the generator speaks standard libp2p.
 func TestRunAgainstGoLibp2p(t *testing.T) {
-	h, err := libp2p.New(
-		libp2p.Transport(websocket.New),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0/ws"),
-		libp2p.ResourceManager(&network.NullResourceManager{}),
+	h, err := golibp2p.New(
+		golibp2p.Transport(websocket.New),
+		golibp2p.Security(noise.ID, noise.New),
+		golibp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0/ws"),
+		golibp2p.ResourceManager(&network.NullResourceManager{}),
 	)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	h.SetStreamHandler(engine.ProtoEcho, func(s network.Stream) {
+	h.SetStreamHandler(libp2p.ProtoEcho, func(s network.Stream) {
 		defer s.Close()
 		io.Copy(s, s)
 		s.CloseWrite()

@@ -12,6 +12,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/ws"
 )
@@ -94,9 +95,9 @@ func (r *runner) measured(name string, f func() error) (serverSample, serverSamp
 
 // openN opens n connections with at most par in flight; each runs one
 // round trip so it has carried data. It returns them and the traces.
-func (r *runner) openN(n, par int) ([]conn, []*engine.Trace, int, error) {
+func (r *runner) openN(n, par int) ([]conn, []*libp2p.Trace, int, error) {
 	conns := make([]conn, 0, n)
-	traces := make([]*engine.Trace, 0, n)
+	traces := make([]*libp2p.Trace, 0, n)
 	var mu sync.Mutex
 	var failed int
 	var first error
@@ -105,7 +106,7 @@ func (r *runner) openN(n, par int) ([]conn, []*engine.Trace, int, error) {
 	for i := 0; i < n; i++ {
 		sem <- struct{}{}
 		wg.Add(1)
-		r.cl.dial(r.st, r.tg, func(c conn, tr *engine.Trace, err error) {
+		r.cl.dial(r.st, r.tg, func(c conn, tr *libp2p.Trace, err error) {
 			if err == nil {
 				err = r.roundTrip(c, func(err error) {
 					mu.Lock()
@@ -176,7 +177,7 @@ func (r *runner) roundTrip(c conn, done func(error)) error {
 			},
 			reset: func(st *mux.Stream, err error) { finish(fmt.Errorf("echo stream reset: %w", err)) },
 		}
-		st, err := c.pc.OpenStream(engine.ProtoEcho, h)
+		st, err := c.pc.OpenStream(libp2p.ProtoEcho, h)
 		if err != nil {
 			return err
 		}
@@ -219,7 +220,7 @@ func (r *runner) closeAll(conns []conn) {
 func (r *runner) connect() Result {
 	res := Result{Stack: r.st.Name, Scenario: "connect", Metrics: map[string]float64{}}
 	var conns []conn
-	var traces []*engine.Trace
+	var traces []*libp2p.Trace
 	var failed int
 	s0, s1, ccpu, elapsed, err := r.measured("connect", func() error {
 		var err error
@@ -383,7 +384,7 @@ func (r *runner) throughput(k int) Result {
 
 // bulkStream opens an echo stream and returns the pump that keeps it full
 // in both directions until stop.
-func bulkStream(pc *engine.PeerConn, chunk []byte, echoed *atomic.Int64, stop *atomic.Bool) (func(), error) {
+func bulkStream(pc *libp2p.PeerConn, chunk []byte, echoed *atomic.Int64, stop *atomic.Bool) (func(), error) {
 	var st *mux.Stream
 	pump := func() {
 		for !stop.Load() {
@@ -399,7 +400,7 @@ func bulkStream(pc *engine.PeerConn, chunk []byte, echoed *atomic.Int64, stop *a
 		writable: func(*mux.Stream) { pump() },
 	}
 	var err error
-	if st, err = pc.OpenStream(engine.ProtoEcho, h); err != nil {
+	if st, err = pc.OpenStream(libp2p.ProtoEcho, h); err != nil {
 		return nil, err
 	}
 	return pump, nil
@@ -488,7 +489,7 @@ func pingPong(c conn, msg []byte, stop *atomic.Bool, count *atomic.Int64, record
 		}}
 		var err error
 		c.pc.Do(func() {
-			if st, err = c.pc.OpenStream(engine.ProtoEcho, h); err == nil {
+			if st, err = c.pc.OpenStream(libp2p.ProtoEcho, h); err == nil {
 				sent = time.Now()
 				st.Write(msg)
 			}
@@ -527,7 +528,7 @@ func (r *runner) churn() Result {
 				defer wg.Done()
 				for time.Now().Before(deadline) {
 					done := make(chan error, 1)
-					r.cl.dial(r.st, r.tg, func(c conn, _ *engine.Trace, err error) {
+					r.cl.dial(r.st, r.tg, func(c conn, _ *libp2p.Trace, err error) {
 						if err != nil {
 							done <- err
 							return

@@ -9,6 +9,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/ws"
 )
@@ -57,7 +58,7 @@ func parseStacks(s string) ([]stack, error) {
 // libp2p stacks, a host.
 type client struct {
 	eng  *engine.Engine
-	host *engine.Host
+	host *libp2p.Host
 }
 
 // target is where a stack connects: the multiaddr (/ws or /tls/ws) and,
@@ -71,7 +72,7 @@ type target struct {
 type conn struct {
 	ws  *engine.Conn     // raw stacks
 	raw *rawStage        // raw stacks: the connection's stage
-	pc  *engine.PeerConn // libp2p stacks
+	pc  *libp2p.PeerConn // libp2p stacks
 }
 
 func (c conn) close() {
@@ -86,21 +87,18 @@ var errClosed = errors.New("loadgen: connection closed")
 
 // dial opens one connection and calls ready when it can carry data, with
 // its phase trace for libp2p stacks.
-func (cl *client) dial(st stack, tg target, ready func(conn, *engine.Trace, error)) {
+func (cl *client) dial(st stack, tg target, ready func(conn, *libp2p.Trace, error)) {
 	if st.LibP2P {
-		tr := &engine.Trace{}
-		_, err := cl.host.DialPeer(tg.addr, engine.DialOptions{Plaintext: st.Plaintext, Trace: tr}, func(pc *engine.PeerConn, err error) {
+		tr := &libp2p.Trace{}
+		cl.host.DialAsync(tg.addr, libp2p.DialOptions{Plaintext: st.Plaintext, Trace: tr}, func(pc *libp2p.PeerConn, err error) {
 			ready(conn{pc: pc}, tr, err)
 		})
-		if err != nil {
-			ready(conn{}, nil, err)
-		}
 		return
 	}
 	start := time.Now()
 	rs := &rawStage{}
 	_, err := cl.eng.DialWith(tg.addr, tg.echoPath, func(c *engine.Conn) engine.Stage {
-		tr := &engine.Trace{Start: start, TCP: start, Upgrade: time.Now()}
+		tr := &libp2p.Trace{Start: start, TCP: start, Upgrade: time.Now()}
 		ready(conn{ws: c, raw: rs}, tr, nil)
 		return rs
 	}, func(err error) { ready(conn{}, nil, err) })

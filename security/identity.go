@@ -29,39 +29,61 @@ func LoadOrCreateKey(path string) (crypto.PrivKey, error) {
 		return k, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+		return nil, fmt.Errorf("security: identity key: %w", err)
 	}
 	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	if b, err = crypto.MarshalPrivateKey(k); err != nil {
-		return nil, err
-	}
-	// Write a temporary file and link it into place: the key appears
-	// complete or not at all, and an existing file is never replaced.
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".identity-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		return nil, err
+	if err := writeNewKey(path, k); err != nil {
+		// Name the file the operator gave, not the temporary one.
+		return nil, fmt.Errorf("security: creating identity key %s: %w", path, errors.Unwrap(err))
 	}
 	return k, nil
+}
+
+// writeNewKey writes k to path, which must not exist: a temporary file is
+// written and linked into place, so the key appears complete or not at all
+// and an existing file is never replaced. Errors are *fs.PathError.
+func writeNewKey(path string, k crypto.PrivKey) error {
+	b, err := crypto.MarshalPrivateKey(k)
+	if err != nil {
+		return &fs.PathError{Op: "marshal", Path: path, Err: err}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".identity-*")
+	if err != nil {
+		return &fs.PathError{Op: "create", Path: path, Err: underlying(err)}
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := tmp.Chmod(0o600); err != nil {
+		return &fs.PathError{Op: "chmod", Path: path, Err: underlying(err)}
+	}
+	if _, err := tmp.Write(b); err != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: underlying(err)}
+	}
+	if err := tmp.Sync(); err != nil {
+		return &fs.PathError{Op: "sync", Path: path, Err: underlying(err)}
+	}
+	if err := tmp.Close(); err != nil {
+		return &fs.PathError{Op: "close", Path: path, Err: underlying(err)}
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return &fs.PathError{Op: "link", Path: path, Err: underlying(err)}
+	}
+	return nil
+}
+
+// underlying strips the path (the temporary file's) from a *fs.PathError or
+// *os.LinkError.
+func underlying(err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err
+	case errors.As(err, &le):
+		return le.Err
+	}
+	return err
 }

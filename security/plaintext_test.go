@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -139,7 +140,13 @@ func TestLoadOrCreateKey(t *testing.T) {
 	if _, err := LoadOrCreateKey(path); err == nil {
 		t.Fatal("junk key accepted")
 	}
-	if _, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "missing-dir", "k")); err == nil || errors.Is(err, os.ErrExist) {
+	missing := filepath.Join(t.TempDir(), "missing-dir", "k")
+	_, err = LoadOrCreateKey(missing)
+	if err == nil || errors.Is(err, os.ErrExist) {
 		t.Fatalf("missing dir: %v", err)
+	}
+	// The error names the file the operator gave, not a temporary one.
+	if !strings.Contains(err.Error(), missing) || strings.Contains(err.Error(), ".identity-") {
+		t.Fatalf("missing dir error does not name %s: %v", missing, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/mux"
 )
 
@@ -21,7 +22,9 @@ func TestNode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan ma.Multiaddr, 1)
 	stopped := make(chan error, 1)
-	go func() { stopped <- run(ctx, "/ip4/127.0.0.1/tcp/0/ws", func(a ma.Multiaddr) { addrs <- a }) }()
+	go func() {
+		stopped <- run(ctx, ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), func(a ma.Multiaddr) { addrs <- a })
+	}()
 	defer func() {
 		cancel()
 		if err := <-stopped; err != nil {
@@ -39,25 +42,24 @@ func TestNode(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e := engine.New(engine.Config{Logger: slog.New(slog.DiscardHandler)})
-	defer e.Close()
-	cli, err := engine.NewHost(e, engine.HostConfig{})
+	cli, err := libp2p.New(libp2p.Config{Engine: engine.Config{Logger: slog.New(slog.DiscardHandler)}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer cli.Close()
 	// Everything below runs in engine callbacks; results come back on
 	// channels.
 	greeting := make(chan string, 1)
 	ident := make(chan *pb.Identify, 1)
 	rtts := make(chan time.Duration, 1)
 	fail := make(chan error, 3)
-	_, err = cli.DialPeer(info.Addrs[0], engine.DialOptions{Expect: info.ID}, func(pc *engine.PeerConn, err error) {
+	cli.DialAsync(info.Addrs[0], libp2p.DialOptions{Expect: info.ID}, func(pc *libp2p.PeerConn, err error) {
 		if err != nil {
 			fail <- err
 			return
 		}
 		var got []byte
-		_, err = pc.OpenStream(protoGreet, &mux.Funcs{
+		_, err = pc.OpenStream("/example/greet/1.0.0", &mux.Funcs{
 			Data:  func(_ *mux.Stream, p []byte) int { got = append(got, p...); return len(p) },
 			FIN:   func(st *mux.Stream) { st.CloseWrite(); greeting <- string(got) },
 			Reset: func(_ *mux.Stream, err error) { fail <- err },
@@ -80,9 +82,6 @@ func TestNode(t *testing.T) {
 			rtts <- rtt
 		})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for range 3 {
 		select {
 		case g := <-greeting:
@@ -90,7 +89,7 @@ func TestNode(t *testing.T) {
 				t.Errorf("greeting %q, want %q", g, want)
 			}
 		case m := <-ident:
-			if !slices.Contains(m.Protocols, protoGreet) || !slices.Contains(m.Protocols, engine.ProtoPing) {
+			if !slices.Contains(m.Protocols, "/example/greet/1.0.0") || !slices.Contains(m.Protocols, libp2p.ProtoPing) {
 				t.Errorf("protocols %v", m.Protocols)
 			}
 		case rtt := <-rtts:

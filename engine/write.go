@@ -1,0 +1,246 @@
+package engine
+
+import (
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/swarmgate/swarmgate/internal/bufpool"
+	"github.com/swarmgate/swarmgate/simd"
+	"github.com/swarmgate/swarmgate/ws"
+)
+
+// The write side of a connection: frames are encoded into one pooled
+// outbound buffer per pass and written with one write(2) when the pass
+// ends (flush), or earlier once MaxOutbound bytes are queued.
+
+// sendClose queues a Close frame and moves to the closing state.
+func (c *Conn) sendClose(code ws.CloseCode, reason string) {
+	var body [ws.MaxControlPayload]byte
+	c.writeFrame(true, ws.OpClose, ws.AppendCloseBody(body[:0], code, reason))
+	codeCounter(&c.eng.metrics.codeLabels, c.eng.metrics.closeSent, closeLabel(code)).Inc()
+	c.state = stateClosing
+	c.count(2)
+}
+
+// WriteMessage queues p as one message. The engine flushes when the callback
+// returns, or earlier once MaxOutbound bytes are queued.
+func (c *Conn) WriteMessage(op ws.Opcode, p []byte) error {
+	return c.WriteFrame(true, op, p)
+}
+
+// WriteFrame queues one frame of a message (fin false for all but the last
+// fragment, op OpContinuation for all but the first).
+func (c *Conn) WriteFrame(fin bool, op ws.Opcode, p []byte) error {
+	if c.state != stateOpen {
+		return ErrConnClosed
+	}
+	c.writeFrame(fin, op, p)
+	if len(c.out) >= c.eng.cfg.MaxOutbound {
+		c.flush()
+	}
+	if c.state == stateClosed {
+		return ErrConnClosed
+	}
+	return nil
+}
+
+// writeFrame encodes a frame into the pass's outbound buffer. In the client
+// role the payload is masked while it is copied.
+func (c *Conn) writeFrame(fin bool, op ws.Opcode, p []byte) {
+	payload, slot := c.ReserveFrame(fin, op, len(p))
+	if slot.masked {
+		simd.MaskCopy(slot.key, 0, payload, p)
+	} else {
+		copy(payload, p)
+	}
+}
+
+// FrameSlot is a frame reserved in the outbound buffer, for CommitFrame.
+type FrameSlot struct {
+	start  int
+	key    [4]byte
+	masked bool
+}
+
+// ReserveFrame writes a frame header for n payload bytes into the pass's
+// outbound buffer and returns the payload space, so a layer above can
+// produce its bytes in place (Noise seals straight into it) instead of
+// copying them in; CommitFrame finishes the frame once it is filled. The
+// buffer is flushed first rather than grown past the 64 KiB pool class, so
+// outbound bytes never need a fresh large allocation. Call it only while
+// IsOpen, from a callback.
+func (c *Conn) ReserveFrame(fin bool, op ws.Opcode, n int) ([]byte, FrameSlot) {
+	h := ws.Header{Fin: fin, Op: op, Length: int64(n)}
+	var slot FrameSlot
+	if c.role == ws.Client {
+		h.Masked = true
+		h.Key = ws.NewMaskKey()
+		slot.key, slot.masked = h.Key, true
+	}
+	if !op.IsControl() {
+		c.eng.metrics.frames[1].Inc()
+		c.eng.metrics.layerBytes[1].Add(float64(n))
+	}
+	size := ws.HeaderSize(h.Length, h.Masked) + n
+	if c.out != nil && len(c.out)+size > cap(c.out) && size <= bufpool.Medium {
+		c.flush()
+	}
+	if c.out == nil {
+		c.out = bufpool.Get(size)
+	} else {
+		c.out = bufpool.Grow(c.out, size)
+	}
+	c.out = ws.AppendHeader(c.out, h)
+	slot.start = len(c.out)
+	c.out = c.out[:slot.start+n]
+	return c.out[slot.start:], slot
+}
+
+// CommitFrame finishes a frame whose payload ReserveFrame returned and the
+// caller filled: in the client role it masks the payload. Once
+// MaxOutbound bytes are queued it flushes, which may wait for a slow
+// reader (see flush).
+func (c *Conn) CommitFrame(slot FrameSlot) {
+	if slot.masked && c.out != nil {
+		simd.Mask(slot.key, 0, c.out[slot.start:])
+	}
+	if len(c.out) >= c.eng.cfg.MaxOutbound {
+		c.flush()
+	}
+}
+
+// writeRaw queues bytes that are not a frame (HTTP handshake lines).
+func (c *Conn) writeRaw(p []byte) {
+	if c.out == nil {
+		c.out = bufpool.Get(len(p))
+	} else {
+		c.out = bufpool.Grow(c.out, len(p))
+	}
+	c.out = append(c.out, p...)
+}
+
+// flush hands the pass's outbound bytes to the kernel with one write(2).
+// The engine never uses netpoll's output queue, so writing straight to the
+// socket keeps order. When the kernel takes only part, the connection waits
+// for the peer to read (waitWritable): its input is not processed
+// meanwhile, which is the backpressure.
+func (c *Conn) flush() {
+	out := c.out
+	c.out = nil
+	if c.tls != nil {
+		out = c.tls.seal(out) // encrypt-on-flush hook
+	}
+	if out == nil {
+		return
+	}
+	defer bufpool.Put(out)
+	c.eng.metrics.bytesOut.Add(float64(len(out)))
+	n, err := writeFD(c.fd, out)
+	if err == nil && n < len(out) {
+		err = c.waitWritable(out[n:])
+	}
+	if err != nil && c.state != stateClosed {
+		reason := "write"
+		switch err {
+		case errWriteStalled:
+			reason = "write_timeout"
+		case errInboundFlood:
+			reason = "inbound_flood"
+		}
+		c.fail(err, reason)
+	}
+}
+
+// inboundLimit is how much netpoll may have read ahead of the engine for
+// this connection: MaxInboundBuffered, or what the stage's protocol lets a
+// compliant peer have in flight when that is more.
+func (c *Conn) inboundLimit() int {
+	limit := c.eng.cfg.MaxInboundBuffered
+	if a, ok := c.stage.(InboundLimiter); ok {
+		limit = max(limit, a.InboundAllowance())
+	}
+	return limit
+}
+
+// waitSlice is how long waitWritable sleeps in poll(2) between checks.
+const waitSlice = 10 * time.Millisecond
+
+// waitWritable writes rest as the peer makes room, for at most
+// WriteTimeout. netpoll keeps reading the socket meanwhile (it cannot pause
+// reads, cloudwego/netpoll#422), so between waits it checks how much netpoll
+// has read ahead and cuts a peer that floods while not reading.
+//
+// It waits in poll(2) on the goroutine running the callback (netpoll's
+// pooled task goroutine, or a Do caller), holding the connection's lock:
+// see ARCHITECTURE.md "Who may block" for why this is the backpressure
+// rather than a queue.
+func (c *Conn) waitWritable(rest []byte) error {
+	deadline := time.Now().Add(c.eng.cfg.WriteTimeout)
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
+	limit := c.inboundLimit()
+	for len(rest) > 0 {
+		if c.nc.Reader().Len() > limit {
+			return errInboundFlood
+		}
+		if time.Now().After(deadline) {
+			return errWriteStalled
+		}
+		if _, err := unix.Poll(fds, int(waitSlice/time.Millisecond)); err != nil && err != unix.EINTR {
+			return err
+		}
+		n, err := writeFD(c.fd, rest)
+		if err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+// writeFD writes what the socket takes without blocking; EAGAIN is not an
+// error, just a short count.
+func writeFD(fd int, b []byte) (int, error) {
+	for {
+		n, err := syscall.Write(fd, b)
+		switch err {
+		case nil:
+			return n, nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, nil
+		}
+		return 0, err
+	}
+}
+
+// Do runs f with the connection's lock held, as if from a callback, then
+// flushes. Goroutines outside the engine use it to write.
+func (c *Conn) Do(f func(c *Conn)) {
+	c.mu.Lock()
+	defer c.unlock()
+	if c.state == stateClosed {
+		return
+	}
+	f(c)
+	c.flush()
+}
+
+// CloseWith starts the close handshake with code and reason; TCP closes
+// when the peer answers or after CloseTimeout. Safe from any goroutine.
+func (c *Conn) CloseWith(code ws.CloseCode, reason string) {
+	c.Do(func(c *Conn) { c.Close(code, reason) })
+}
+
+// Close starts the close handshake from inside a callback.
+func (c *Conn) Close(code ws.CloseCode, reason string) {
+	switch c.state {
+	case stateOpen:
+		c.sendClose(code, reason)
+		c.setDeadline(c.eng.cfg.CloseTimeout)
+	case stateHandshake:
+		c.end(nil)
+	}
+}

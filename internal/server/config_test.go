@@ -1,0 +1,178 @@
+package server
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swarmgate/swarmgate/admission"
+)
+
+func parseServe(t *testing.T, file string, args ...string) (*Config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c := Flags(fs)
+	if file != "" {
+		p := filepath.Join(t.TempDir(), "serve.json")
+		if err := os.WriteFile(p, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"-config", p}, args...)
+	}
+	return c, Parse(fs, c, args)
+}
+
+func TestServeConfigDefaults(t *testing.T) {
+	c, err := parseServe(t, "", "-listen", "/ip4/127.0.0.1/tcp/0/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogLevel != "info" || c.LogFormat != "text" || c.IdleTimeout != 0 || c.DrainTimeout != 30*time.Second ||
+		c.LimitLoopback || len(c.TrustedProxies) != 0 {
+		t.Fatalf("defaults %+v", c)
+	}
+	if got, err := c.limits(); err != nil || !reflect.DeepEqual(got, admission.Limits{}) {
+		t.Fatalf("limits %+v, want the zero value (engine defaults)", got)
+	}
+	if tp, err := c.trustedProxies(); tp != nil || err != nil {
+		t.Fatalf("trusted proxies without -trusted-proxy: %v %v", tp, err)
+	}
+}
+
+// Every flag has a config key of the same name; the command line wins.
+func TestServeConfigFile(t *testing.T) {
+	file := `{
+		"listen": ["/ip4/0.0.0.0/tcp/4001/ws", "/ip6/::/tcp/4001/ws"],
+		"ws-echo": "/echo",
+		"metrics": "127.0.0.1:9464",
+		"ws-max-message": 1048576,
+		"key": "/var/lib/swarmgate/key",
+		"insecure-plaintext": false,
+		"profile-rates": true,
+		"tls-cert": "/etc/swarmgate/cert.pem",
+		"tls-key": "/etc/swarmgate/key.pem",
+		"tls-curves": "X25519MLKEM768,X25519",
+		"log-level": "debug",
+		"log-format": "json",
+		"max-conns": 100000,
+		"max-conns-per-ip": 16,
+		"max-conns-per-subnet": -1,
+		"conn-rate-per-ip": 0.5,
+		"conn-burst-per-ip": 32,
+		"max-streams": 256,
+		"memory-budget": "2GiB",
+		"limit-loopback": true,
+		"limit-exempt": ["100.64.0.0/10", "192.0.2.7"],
+		"trusted-proxy": "10.0.0.0/8",
+		"idle-timeout": "5m",
+		"drain-timeout": "45s"
+	}`
+	c, err := parseServe(t, file, "-max-conns-per-ip", "4", "-log-level", "warn", "-listen", "/ip4/127.0.0.1/tcp/0/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		ConfigFile:   c.ConfigFile,
+		Listen:       multiFlag{"/ip4/127.0.0.1/tcp/0/ws"}, // the command line replaces the file's list
+		WSEcho:       "/echo",
+		Metrics:      "127.0.0.1:9464",
+		WSMaxMessage: 1 << 20, Key: "/var/lib/swarmgate/key", ProfileRates: true,
+		TLSCert: "/etc/swarmgate/cert.pem", TLSKey: "/etc/swarmgate/key.pem", TLSCurves: "X25519MLKEM768,X25519",
+		LogLevel: "warn", LogFormat: "json",
+		MaxConns: 100000, MaxConnsPerIP: 4, MaxConnsPerSubnet: -1, ConnRatePerIP: 0.5, ConnBurstPerIP: 32,
+		MaxStreams: 256, MemoryBudget: 2 << 30, LimitLoopback: true, TrustedProxies: multiFlag{"10.0.0.0/8"},
+		LimitExempt: multiFlag{"100.64.0.0/10", "192.0.2.7"},
+		IdleTimeout: 5 * time.Minute, DrainTimeout: 45 * time.Second,
+	}
+	if !reflect.DeepEqual(*c, want) {
+		t.Fatalf("got  %+v\nwant %+v", *c, want)
+	}
+	// Every flag but -config is covered by the file above.
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	Flags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "config" && !strings.Contains(file, `"`+f.Name+`"`) {
+			t.Errorf("flag -%s missing from the test's config file", f.Name)
+		}
+	})
+	lim, err := c.limits()
+	if err != nil || lim.MaxConns != 100000 || lim.MaxConnsPerIP != 4 || lim.MaxConnsPerSubnet != -1 || lim.MemoryBudget != 2<<30 || !lim.LimitLoopback ||
+		len(lim.Exempt) != 2 || lim.Exempt[1] != netip.MustParsePrefix("192.0.2.7/32") {
+		t.Fatalf("limits %+v", lim)
+	}
+	tp, err := c.trustedProxies()
+	if err != nil || tp == nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := c.logger(&buf)
+	log.Info("hidden")
+	log.Warn("shown", "k", 1)
+	if !strings.Contains(buf.String(), `"msg":"shown"`) || strings.Contains(buf.String(), "hidden") {
+		t.Fatalf("log output %q", buf.String())
+	}
+}
+
+func TestServeConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		args []string
+		want string
+	}{
+		{`{"max-con": 5}`, nil, `unknown key "max-con"`},
+		{`{"config": "other.json"}`, nil, `unknown key "config"`},
+		{`{"max-conns": "many"}`, nil, `key "max-conns"`},
+		{`{"max-conns": [1]}`, nil, "not repeatable"},
+		{`{"listen": [1]}`, nil, "must be strings"},
+		{`{"ws-echo": {"a": 1}}`, nil, "want a string"},
+		{`{"drain-timeout": 30}`, nil, `key "drain-timeout"`}, // durations need a unit
+		{`{"log-level": "loud"}`, nil, "-log-level"},
+		{`{"log-format": "xml"}`, nil, "-log-format"},
+		{`{"trusted-proxy": ["10.0.0.0/33"]}`, nil, "trusted proxy"},
+		{`{"memory-budget": "lots"}`, nil, "memory-budget"},
+		{`{"limit-exempt": ["10.0.0.0/40"]}`, nil, "-limit-exempt"},
+		{`{} {}`, nil, "trailing data"},
+		{`[]`, nil, "cannot unmarshal"},
+		{"", []string{"-idle-timeout", "-1s"}, "negative"},
+	} {
+		_, err := parseServe(t, tc.file, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %v: got %v, want %q", tc.file, tc.args, err, tc.want)
+		}
+	}
+	if _, err := parseServe(t, "", "-config", filepath.Join(t.TempDir(), "absent.json")); err == nil {
+		t.Error("missing config file accepted")
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for s, want := range map[string]byteSize{
+		"0": 0, "1048576": 1 << 20, "64KiB": 64 << 10, "512mib": 512 << 20, "2GiB": 2 << 30, "2 GB": 2 << 30,
+		"1T": 1 << 40, "100B": 100, "-1": -1,
+	} {
+		var b byteSize
+		if err := b.Set(s); err != nil || b != want {
+			t.Errorf("%q: %v %v", s, int64(b), err)
+		}
+	}
+	for _, s := range []string{"", "GiB", "1.5GiB", "9999999999TiB", "12XB"} {
+		var b byteSize
+		if err := b.Set(s); err == nil {
+			t.Errorf("%q accepted as %d", s, b)
+		}
+	}
+	if s := byteSize(admission.DefaultMemoryBudget).String(); s != "1GiB" {
+		t.Errorf("String %q", s)
+	}
+	if _, err := parseLogLevel("WARNING"); err != nil {
+		t.Error(err)
+	}
+}

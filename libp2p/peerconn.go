@@ -1,0 +1,306 @@
+package libp2p
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/internal/bufpool"
+	"github.com/swarmgate/swarmgate/multistream"
+	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/security"
+	"github.com/swarmgate/swarmgate/ws"
+)
+
+// PeerConn is one libp2p connection: the Stage above a WebSocket that runs
+// the upgrade and then the yamux session. Its methods are for callbacks
+// (stream handlers, OnReady), which run with the connection's lock held.
+type PeerConn struct {
+	c      *engine.Conn
+	h      *Host
+	up     *upgrade // upgrade state, dropped once muxed
+	sec    *security.Session
+	sess   *mux.Session
+	remote peer.ID
+	rkey   crypto.PubKey
+	// in holds bytes of the WebSocket stream that a layer could not use
+	// yet: a partial handshake message or Noise frame (pooled, nil when
+	// empty). hdr holds a partial yamux header between Noise frames.
+	in           []byte
+	hdr          [mux.HeaderLen]byte
+	hdrN         uint8
+	phase        phase
+	client       bool
+	goawaySent   bool // counted in swarmgate_yamux_goaway_total
+	goawayRecv   bool
+	inboundPings uint8         // live inbound ping streams (MaxInboundPings)
+	negotiating  []*negotiator // inbound streams choosing a protocol
+	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
+	timers       []*streamTimer
+	idleSince    int64 // unix nanos since the session has had no stream; 0 while busy
+	// nextSame links the host's index of connections to the same peer.
+	nextSame *PeerConn
+}
+
+// Conn is the WebSocket connection underneath.
+func (pc *PeerConn) Conn() *engine.Conn { return pc.c }
+
+// Host is the host this connection belongs to.
+func (pc *PeerConn) Host() *Host { return pc.h }
+
+// RemotePeer is the authenticated peer ID ("" before security completes).
+func (pc *PeerConn) RemotePeer() peer.ID { return pc.remote }
+
+// RemotePublicKey is the peer's identity key.
+func (pc *PeerConn) RemotePublicKey() crypto.PubKey { return pc.rkey }
+
+// RemoteMultiaddr is the peer's observed address, /ip4|ip6/…/tcp/N/ws (or
+// /tls/ws): the TCP peer, or for a connection through a trusted proxy the
+// client the proxy names (with the proxy connection's port, the only one
+// known). Identify reports it as observedAddr.
+func (pc *PeerConn) RemoteMultiaddr() ma.Multiaddr {
+	na := pc.c.RemoteAddr()
+	if pc.proxied != nil {
+		if tcp, ok := na.(*net.TCPAddr); ok {
+			na = net.TCPAddrFromAddrPort(netip.AddrPortFrom(*pc.proxied, uint16(tcp.Port)))
+		}
+	}
+	m, err := manet.FromNetAddr(na)
+	if err != nil {
+		return nil
+	}
+	if pc.c.IsTLS() {
+		return m.Encapsulate(ma.StringCast("/tls/ws"))
+	}
+	return m.Encapsulate(ma.StringCast("/ws"))
+}
+
+// NumStreams is the number of live streams (0 before yamux runs).
+func (pc *PeerConn) NumStreams() int {
+	if pc.sess == nil {
+		return 0
+	}
+	return pc.sess.NumStreams()
+}
+
+// RemoteGoAway reports whether the peer sent a yamux GoAway: it opens no
+// more streams and accepts none.
+func (pc *PeerConn) RemoteGoAway() bool { return pc.sess != nil && pc.sess.RemoteGoAway() }
+
+// Close ends the session with GoAway and closes the WebSocket.
+func (pc *PeerConn) Close() {
+	if pc.sess != nil {
+		pc.countGoAway(false, mux.CodeNormal)
+		pc.sess.Close(mux.CodeNormal)
+		pc.flush()
+	}
+	pc.c.Close(ws.CloseNormal, "")
+}
+
+// Closed ends the session and reports to a dialer still waiting.
+func (pc *PeerConn) Closed(c *engine.Conn, err error) {
+	pc.timers = nil
+	if pc.in != nil {
+		bufpool.Release(pc.c.Memory(), pc.in)
+		pc.in = nil
+	}
+	if pc.sess != nil {
+		pc.sess.Close(mux.CodeNormal)
+		pc.h.metrics.peers.Dec()
+		pc.h.untrack(pc)
+	}
+	if pc.up != nil {
+		if !pc.client {
+			pc.h.upgrading.Add(-1)
+			result := "closed"
+			var pe *ws.ProtocolError
+			if errors.As(err, &pe) {
+				result = pe.Token
+			}
+			pc.h.metrics.upgradeResult.WithLabelValues(result).Inc()
+		}
+		if pc.up.ready != nil {
+			if err == nil {
+				err = errors.New("engine: connection closed during the upgrade")
+			}
+			pc.up.ready(nil, err)
+		}
+		pc.up = nil
+	}
+}
+
+// failure turns a layer's error into the WebSocket close that ends the
+// connection, counted under a stable reason.
+func (pc *PeerConn) failure(err error) error {
+	token := "libp2p"
+	var se *security.Error
+	var me *mux.Error
+	var mse *multistream.Error
+	var pe *ws.ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		return pe // already carries its close code (errMemoryBudget)
+	case errors.As(err, &se):
+		token = "noise_" + se.Reason()
+	case errors.As(err, &mse):
+		token = mse.Reason()
+	case errors.As(err, &me):
+		token = "yamux_" + me.Reason
+		pc.countGoAway(me.Remote, me.Code)
+	}
+	return &ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: token}
+}
+
+// countGoAway records a yamux GoAway once per direction.
+func (pc *PeerConn) countGoAway(received bool, code mux.Code) {
+	seen := &pc.goawaySent
+	dir := 0
+	if received {
+		seen, dir = &pc.goawayRecv, 1
+	}
+	if *seen {
+		return
+	}
+	*seen = true
+	pc.h.metrics.goaway[dir][min(int(code), 3)].Inc()
+}
+
+// InboundAllowance is what yamux flow control lets the peer have in flight
+// towards us: every live stream's window at its largest, plus the session's
+// window-growth allowance, plus a frame's worth of headroom. A peer that
+// sends more violates its windows (engine.InboundLimiter).
+func (pc *PeerConn) InboundAllowance() int {
+	if pc.sess == nil {
+		return 0
+	}
+	cfg := pc.h.cfg.Mux
+	win := int(cfg.MaxWindow)
+	if win <= 0 {
+		win = mux.DefaultMaxWindow
+	}
+	growth := int(cfg.MaxWindowGrowth)
+	if growth <= 0 {
+		growth = mux.DefaultMaxWindowGrowth
+	}
+	return pc.sess.NumStreams()*win + growth + 1<<20
+}
+
+func (pc *PeerConn) maxOutput() int {
+	if n := pc.h.cfg.Mux.MaxOutput; n > 0 {
+		return n
+	}
+	return mux.DefaultMaxOutput
+}
+
+// schedule sets the connection's deadline to the earliest of the upgrade
+// deadline, the session's keepalive and the streams' negotiation deadlines.
+func (pc *PeerConn) schedule() {
+	var at time.Time
+	if pc.up != nil {
+		at = pc.up.deadline
+	}
+	if pc.sess != nil {
+		next, _ := pc.sess.Tick(pc.c.Now())
+		at = earliest(at, next)
+	}
+	for _, ng := range pc.negotiating {
+		at = earliest(at, ng.deadline)
+	}
+	for _, t := range pc.timers {
+		at = earliest(at, t.at)
+	}
+	if d := pc.h.cfg.IdleTimeout; d > 0 && pc.sess != nil {
+		if pc.sess.NumStreams() > 0 {
+			pc.idleSince = 0
+		} else {
+			if pc.idleSince == 0 {
+				pc.idleSince = pc.c.Now().UnixNano()
+			}
+			at = earliest(at, time.Unix(0, pc.idleSince).Add(d))
+		}
+	}
+	pc.c.SetDeadline(at)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// Tick runs at the connection's deadline.
+func (pc *PeerConn) Tick(c *engine.Conn, now time.Time) {
+	if pc.up != nil && !now.Before(pc.up.deadline) {
+		c.Fail(&ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: "upgrade_timeout"})
+		return
+	}
+	kept := pc.negotiating[:0]
+	for _, ng := range pc.negotiating {
+		if ng.st == nil {
+			continue
+		}
+		if !now.Before(ng.deadline) {
+			ng.st.Reset()
+			pc.h.metrics.streamResets.WithLabelValues(resetNegotiationTimeout).Inc()
+			continue
+		}
+		kept = append(kept, ng)
+	}
+	clear(pc.negotiating[len(kept):])
+	pc.negotiating = kept
+	var due []*streamTimer
+	for _, t := range pc.timers {
+		if !now.Before(t.at) {
+			due = append(due, t)
+		}
+	}
+	for _, t := range due {
+		pc.stopTimer(t)
+		t.fire()
+	}
+	if pc.sess != nil {
+		if _, err := pc.sess.Tick(now); err != nil {
+			pc.flush()
+			c.Fail(pc.failure(err))
+			return
+		}
+		if d := pc.h.cfg.IdleTimeout; d > 0 && pc.idleSince != 0 && pc.sess.NumStreams() == 0 &&
+			!now.Before(time.Unix(0, pc.idleSince).Add(d)) {
+			pc.h.metrics.idleCloses.Inc()
+			pc.Close() // GoAway, then WebSocket 1000
+			return
+		}
+	}
+	pc.flush()
+	pc.schedule()
+}
+
+// GoingAway sends GoAway(normal) once and lets the session's streams
+// finish; the connection may close when none is left. A connection still
+// upgrading has nothing to finish (engine.Drainer).
+func (pc *PeerConn) GoingAway(*engine.Conn) bool {
+	if pc.sess == nil {
+		return true
+	}
+	if pc.sess.Err() == nil {
+		pc.countGoAway(false, mux.CodeNormal)
+		pc.sess.GoAway() // idempotent
+		pc.flush()
+	}
+	return pc.sess.NumStreams() == 0
+}
+
+// The hooks the engine looks for.
+var (
+	_ engine.Ticker         = (*PeerConn)(nil)
+	_ engine.Drainer        = (*PeerConn)(nil)
+	_ engine.InboundLimiter = (*PeerConn)(nil)
+)

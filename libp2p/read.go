@@ -1,0 +1,148 @@
+package libp2p
+
+import (
+	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/internal/bufpool"
+	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/security"
+	"github.com/swarmgate/swarmgate/ws"
+)
+
+// Data receives the WebSocket byte stream; message boundaries mean nothing.
+func (pc *PeerConn) Data(c *engine.Conn, _ ws.Opcode, p []byte, _ bool) error {
+	err := pc.input(p)
+	pc.flush()
+	if err != nil {
+		return pc.failure(err)
+	}
+	pc.schedule()
+	return nil
+}
+
+// input runs p through the layers, keeping what no layer could use yet.
+func (pc *PeerConn) input(p []byte) error {
+	// What a peer leaves pending is held between passes: it is charged to
+	// the memory budget, and refused when the budget is spent.
+	budget := pc.c.Memory()
+	buf := p
+	if pc.in != nil {
+		var ok bool
+		if pc.in, ok = bufpool.TryGrow(budget, pc.in, len(p)); !ok {
+			return errMemoryBudget
+		}
+		pc.in = append(pc.in, p...)
+		buf = pc.in
+	}
+	n, err := pc.process(buf)
+	rest := buf[n:]
+	switch {
+	case pc.in != nil && len(rest) == 0:
+		bufpool.Release(budget, pc.in)
+		pc.in = nil
+	case pc.in != nil:
+		pc.in = pc.in[:copy(pc.in, rest)]
+	case len(rest) > 0 && err == nil:
+		nb, ok := bufpool.TryGet(budget, len(rest))
+		if !ok {
+			return errMemoryBudget
+		}
+		pc.in = append(nb, rest...)
+	}
+	return err
+}
+
+// errMemoryBudget ends a connection whose pending input the memory budget
+// cannot hold: close 1013 (try again later).
+var errMemoryBudget = &ws.ProtocolError{Code: ws.CloseTryAgainLater, Token: "memory_budget"}
+
+// process consumes what it can of b and returns how much.
+func (pc *PeerConn) process(b []byte) (int, error) {
+	off := 0
+	for pc.phase < phaseMuxNego {
+		n, done, err := pc.handshakeStep(b[off:])
+		off += n
+		if err != nil || !done {
+			return off, err
+		}
+	}
+	if pc.sec == nil { // plaintext: the stream is the plaintext
+		return len(b), pc.plainInput(b[off:])
+	}
+	for off < len(b) {
+		pt, n, err := pc.sec.ReadFrame(b[off:])
+		if err == security.ErrNeedMore {
+			break
+		}
+		if err != nil {
+			return off, err
+		}
+		off += n
+		m := pc.h.metrics
+		m.frames[0].Inc()
+		m.layerBytes[0].Add(float64(len(pt)))
+		if err := pc.plainInput(pt); err != nil {
+			return off, err
+		}
+	}
+	return off, nil
+}
+
+// plainInput feeds decrypted bytes to the muxer negotiation or the session.
+func (pc *PeerConn) plainInput(pt []byte) error {
+	if pc.phase == phaseMuxNego {
+		up := pc.up
+		buf := pt
+		if up.pt != nil {
+			up.pt = append(up.pt, pt...)
+			buf = up.pt
+		}
+		var out []byte
+		var n int
+		var err error
+		if pc.client {
+			out, n, err = up.dialer.Input(nil, buf)
+		} else {
+			out, n, err = up.lst.Input(nil, buf)
+		}
+		pc.writeSecure(out)
+		if err != nil {
+			return err
+		}
+		if !pc.negotiated() {
+			up.pt = append(up.pt[:0], buf[n:]...)
+			return nil
+		}
+		rest := buf[n:]
+		pc.startMux()
+		pt = rest
+	}
+	now := pc.c.Now()
+	for len(pt) > 0 {
+		if pc.hdrN > 0 {
+			// Complete the header that ended the previous frame.
+			have := int(pc.hdrN)
+			k := copy(pc.hdr[have:], pt)
+			n, err := pc.sess.Input(pc.hdr[:have+k], now)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				pc.hdrN += uint8(k)
+				return nil
+			}
+			pt = pt[n-have:]
+			pc.hdrN = 0
+			continue
+		}
+		n, err := pc.sess.Input(pt, now)
+		if err != nil {
+			return err
+		}
+		pc.hdrN = uint8(copy(pc.hdr[:], pt[n:]))
+		if pc.sess.RemoteGoAway() {
+			pc.countGoAway(true, mux.CodeNormal)
+		}
+		return nil
+	}
+	return nil
+}

@@ -10,7 +10,7 @@
 // skip only when node or chromium is not installed at all.
 //
 // SWARMGATE_INTEROP_TARGET=<multiaddr with /p2p/> points the JS tests at an
-// already running server (e.g. `loadgen serve`) instead of libp2p-host.
+// already running server (e.g. `swarmgate -echo`) instead of libp2p-host.
 package peers
 
 import (

@@ -23,51 +23,51 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// The same real clients, pointed at swarmgate's own `loadgen serve`: the
-// issue's proof that independent libp2p implementations connect to it.
+// The same real clients, pointed at the swarmgate server (cmd/swarmgate):
+// the proof that independent libp2p implementations connect to it.
 
 var (
-	loadgenOnce sync.Once
-	loadgenBin  string
-	loadgenErr  error
+	serverOnce sync.Once
+	serverBin  string
+	serverErr  error
 )
 
-// swarmgate builds the root module's loadgen and starts `loadgen serve` on
-// loopback /ws.
+// swarmgate builds the root module's server and starts it on loopback /ws
+// with echo on.
 func swarmgate(t *testing.T) (*peerProc, peer.AddrInfo) {
 	t.Helper()
-	loadgenOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "swarmgate-loadgen-")
+	serverOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "swarmgate-server-")
 		if err != nil {
-			loadgenErr = err
+			serverErr = err
 			return
 		}
-		loadgenBin = filepath.Join(dir, "loadgen")
-		cmd := exec.Command("go", "build", "-o", loadgenBin, "./loadgen")
+		serverBin = filepath.Join(dir, "swarmgate")
+		cmd := exec.Command("go", "build", "-o", serverBin, "./cmd/swarmgate")
 		cmd.Dir = filepath.Join("..", "..") // the root module
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			loadgenErr = err
+			serverErr = err
 			t.Logf("%s", out)
 		}
 	})
-	if loadgenErr != nil {
-		t.Fatal(loadgenErr)
+	if serverErr != nil {
+		t.Fatal(serverErr)
 	}
-	p := startPeer(t, loadgenBin, "serve", "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-metrics", "127.0.0.1:0")
+	p := startPeer(t, serverBin, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-echo", "-metrics", "127.0.0.1:0")
 	a, err := ma.NewMultiaddr(p.addrs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	ai, err := peer.AddrInfoFromP2pAddr(a)
 	if err != nil {
-		t.Fatalf("loadgen serve printed %q: %v", p.addrs[0], err)
+		t.Fatalf("swarmgate printed %q: %v", p.addrs[0], err)
 	}
 	return p, *ai
 }
 
 // A stock go-libp2p v0.51.0 host (TLS proposed first, then Noise; yamux)
-// dials loadgen serve: identify with our agentVersion and protocols, 10
+// dials the swarmgate server: identify with our agentVersion and protocols, 10
 // pings, 8 echo streams of 4 MiB.
 func TestSwarmgateGoClient(t *testing.T) {
 	_, target := swarmgate(t)
@@ -109,7 +109,7 @@ func TestSwarmgateGoClient(t *testing.T) {
 	wg.Wait()
 }
 
-// js-libp2p in Node dials loadgen serve: identify, 10 pings, 4 echo
+// js-libp2p in Node dials the swarmgate server: identify, 10 pings, 4 echo
 // streams of 1 MiB, then stays connected with the connection monitor
 // pinging.
 func TestSwarmgateJSNode(t *testing.T) {
@@ -122,7 +122,7 @@ func TestSwarmgateJSNode(t *testing.T) {
 	}
 }
 
-// js-libp2p in headless Chromium dials loadgen serve the same way.
+// js-libp2p in headless Chromium dials the swarmgate server the same way.
 func TestSwarmgateJSBrowser(t *testing.T) {
 	needJS(t)
 	chromium := os.Getenv("CHROMIUM")

@@ -145,8 +145,9 @@ func jsonError(data []byte, err error) error {
 	default:
 		return err
 	}
+	// The offset counts the bytes read, the offending one included.
 	line, col := 1, 1
-	for _, b := range data[:min(int(off), len(data))] {
+	for _, b := range data[:max(min(int(off)-1, len(data)), 0)] {
 		if b == '\n' {
 			line, col = line+1, 1
 		} else {

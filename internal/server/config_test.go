@@ -51,6 +51,7 @@ func TestServeConfigDefaults(t *testing.T) {
 func TestServeConfigFile(t *testing.T) {
 	file := `{
 		"listen": ["/ip4/0.0.0.0/tcp/4001/ws", "/ip6/::/tcp/4001/ws"],
+		"echo": true,
 		"ws-echo": "/echo",
 		"metrics": "127.0.0.1:9464",
 		"ws-max-message": 1048576,
@@ -82,6 +83,7 @@ func TestServeConfigFile(t *testing.T) {
 	want := Config{
 		ConfigFile:   c.ConfigFile,
 		Listen:       multiFlag{"/ip4/127.0.0.1/tcp/0/ws"}, // the command line replaces the file's list
+		Echo:         true,
 		WSEcho:       "/echo",
 		Metrics:      "127.0.0.1:9464",
 		WSMaxMessage: 1 << 20, Key: "/var/lib/swarmgate/key", ProfileRates: true,
@@ -140,7 +142,10 @@ func TestServeConfigErrors(t *testing.T) {
 		{`{"memory-budget": "lots"}`, nil, "memory-budget"},
 		{`{"limit-exempt": ["10.0.0.0/40"]}`, nil, "-limit-exempt"},
 		{`{} {}`, nil, "trailing data"},
-		{`[]`, nil, "cannot unmarshal"},
+		{`[]`, nil, "one JSON object keyed by flag names, not a JSON array"},
+		{"{\n  \"max-conns\": 5,\n  \"listen\" [\"x\"]\n}", nil, "line 3, column 12"},
+		{`{"max-conns": "many"}`, nil, "want a number"},
+		{`{"idle-timeout": 5}`, nil, "a duration with a unit"},
 		{"", []string{"-idle-timeout", "-1s"}, "negative"},
 	} {
 		_, err := parseServe(t, tc.file, tc.args...)

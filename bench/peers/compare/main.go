@@ -124,7 +124,7 @@ func (s *server) gcURL() string {
 func (t tools) peer(name string) []string {
 	switch name {
 	case "swarmgate":
-		return []string{t.loadgen, "serve", "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-ws-echo", "/echo", "-metrics", "127.0.0.1:0"}
+		return []string{t.loadgen, "serve", "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-echo", "-ws-echo", "/echo", "-metrics", "127.0.0.1:0"}
 	case "go-libp2p":
 		return []string{t.host, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-metrics", "127.0.0.1:0"}
 	case "nbio":

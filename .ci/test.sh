@@ -23,7 +23,7 @@ step "tests: every package, under the race detector where goroutines meet"
 # minutes under -race; bench and loadgen are measurement tools. They run
 # without it; everything else (engine, libp2p, security's interop pumps,
 # admission, the server, the layering test) runs with it.
-norace='/(simd|mux|ws|bench|loadgen)(/|$)'
+norace='/(simd|mux|bench|loadgen)(/|$)'
 go test -count=1 -race $(go list ./... | grep -Ev "$norace")
 go test -count=1 $(go list ./... | grep -E "$norace")
 

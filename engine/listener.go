@@ -95,8 +95,9 @@ func (a wsAddr) suffix() string {
 
 func (a wsAddr) hostPort() string { return net.JoinHostPort(a.host, strconv.Itoa(a.port)) }
 
-// ErrUnsupportedAddr reports a multiaddr the engine cannot listen on or dial.
-var ErrUnsupportedAddr = errors.New("engine: unsupported multiaddr")
+// ErrUnsupportedAddr reports a multiaddr the engine cannot listen on or
+// dial; its text lists the forms it takes.
+var ErrUnsupportedAddr = errors.New("engine: unsupported multiaddr (want /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT followed by /ws, /wss, /tls/ws or /tls/sni/NAME/ws, optionally ending in /p2p/ID)")
 
 // parseWSAddr accepts /ip4|ip6|dns|dns4|dns6/…/tcp/N followed by /ws,
 // /tls/ws, /tls/sni/H/ws or /wss (protocol notes §2), optionally followed

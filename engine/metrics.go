@@ -71,6 +71,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.frames[dir] = frames.Dir(dir)
 		m.layerBytes[dir] = layerBytes.Dir(dir)
 	}
+	// Series every dashboard and alert sees from the start, at zero: the
+	// close codes a server sends or receives in practice, the failure
+	// reasons of the engine itself (stages add their own tokens), the
+	// handshake results.
+	for _, code := range []uint16{0, 1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1013} {
+		codeCounter(&m.codeLabels, m.closeSent, code)
+		codeCounter(&m.codeLabelsR, m.closeRecv, code)
+	}
+	for _, r := range []string{"handshake_timeout", "inbound_flood", "write_timeout", "write", "read", "stage_error",
+		"tls_handshake_cap", "tls_handshake_flood", "tls_not_tls", "tls_record", "tls_close_notify", "tls_timeout"} {
+		m.failures.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "path_not_found", "origin_refused", "bad_request", "request_too_large", "limit_per_ip", "limit_rate", "limit_total"} {
+		m.upgrades.WithLabelValues(r)
+	}
 	pool := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "swarmgate_buffer_pool_borrowed_bytes", Help: "Bytes of pooled buffers currently borrowed by connections (both size classes)."},

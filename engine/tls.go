@@ -157,6 +157,17 @@ func newEngineTLS(reg prometheus.Registerer) *engineTLS {
 	t.inProgress = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "swarmgate_tls_handshakes_in_progress", Help: "Server TLS handshakes holding a goroutine now (capped by MaxConcurrentTLSHandshakes)."},
 		func() float64 { return float64(t.inflight.Load()) })
+	// Exported at zero from the start, so alerts see them before the
+	// first failure.
+	for _, v := range []string{"TLS 1.3", "TLS 1.2"} {
+		t.handshakes.WithLabelValues("ok", v)
+	}
+	for _, r := range []string{"over_cap", "not_tls", "timeout", "eof", "closed", "bad_certificate", "remote_alert", "local_alert", "handshake_error"} {
+		t.handshakes.WithLabelValues(r, "none")
+	}
+	for _, r := range []string{"close_notify", "alert"} {
+		t.records.WithLabelValues(r)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{t.handshakes, t.curves, t.seconds, t.inProgress, t.records} {
 			reg.MustRegister(c)

@@ -14,7 +14,6 @@ import (
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/internal/wire"
 	"github.com/swarmgate/swarmgate/mux"
-	"github.com/swarmgate/swarmgate/ws"
 )
 
 // ProtoIdentify is libp2p identify (protocol-notes §7): the peer that
@@ -235,30 +234,23 @@ func (s *identifyServer) OnReset(*mux.Stream, error) {
 // it runs before Identify returns if the stream cannot be opened). Call
 // Identify from a callback or inside PeerConn.Do.
 func (pc *PeerConn) Identify(done func(*pb.Identify, error)) {
-	c := &identifyClient{pc: pc, done: done, msg: &pb.Identify{}}
+	c := &identifyClient{request: request[*pb.Identify]{pc: pc, done: done}, msg: &pb.Identify{}}
 	st, err := pc.OpenStream(ProtoIdentify, c)
 	if err != nil {
 		c.finish(nil, err)
 		return
 	}
-	c.timer = pc.after(DefaultIdentifyTimeout, func() {
-		if c.done != nil {
-			st.Reset()
-			c.finish(st, ErrIdentifyTimeout)
-		}
-	})
+	c.expire(st, DefaultIdentifyTimeout, ErrIdentifyTimeout)
 }
 
 type identifyClient struct {
-	pc    *PeerConn
-	done  func(*pb.Identify, error) // nil once called
-	msg   *pb.Identify
-	n     int // messages merged
-	timer *streamTimer
+	request[*pb.Identify]
+	msg *pb.Identify
+	n   int // messages merged
 }
 
 func (c *identifyClient) OnData(st *mux.Stream, p []byte) int {
-	if c.done == nil {
+	if !c.pending() {
 		return len(p)
 	}
 	n, err := c.parse(p)
@@ -275,28 +267,24 @@ func (c *identifyClient) OnData(st *mux.Stream, p []byte) int {
 func (c *identifyClient) parse(p []byte) (int, error) {
 	off := 0
 	for off < len(p) {
-		l, k, err := wire.ParseUvarint(p[off:], identifyLenBytes)
-		if err == ws.ErrNeedMore {
-			break
+		body, k, err := wire.ParseDelimited(p[off:], MaxIdentifyMessage)
+		if err == wire.ErrNeedMore {
+			break // the rest of this message has not arrived
 		}
-		if err == wire.ErrUvarintTooLong || err == nil && l > MaxIdentifyMessage {
+		if err == wire.ErrMessageTooLarge {
 			return off, ErrIdentifyTooLarge
 		}
 		if err != nil {
 			return off, err
 		}
-		if len(p)-off-k < int(l) {
-			break // the rest of this message has not arrived
-		}
 		if c.n == maxIdentifyMessages {
 			return off, ErrIdentifyTooMany
 		}
-		body := p[off+k : off+k+int(l)]
 		if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(body, c.msg); err != nil {
 			return off, err
 		}
 		c.n++
-		off += k + int(l)
+		off += k
 	}
 	return off, nil
 }
@@ -305,7 +293,7 @@ func (c *identifyClient) OnWritable(*mux.Stream) {}
 
 // OnFIN completes the exchange: the message is checked and our side closed.
 func (c *identifyClient) OnFIN(st *mux.Stream) {
-	if c.done == nil {
+	if !c.pending() {
 		return
 	}
 	if st.Buffered() > 0 {
@@ -317,31 +305,10 @@ func (c *identifyClient) OnFIN(st *mux.Stream) {
 		return
 	}
 	st.CloseWrite()
-	c.finish(st, nil)
+	c.finish(c.msg, nil)
 }
 
-func (c *identifyClient) OnReset(st *mux.Stream, err error) { c.finish(st, err) }
-
-func (c *identifyClient) fail(st *mux.Stream, err error) {
-	st.Reset()
-	c.finish(st, err)
-}
-
-func (c *identifyClient) finish(_ *mux.Stream, err error) {
-	done := c.done
-	if done == nil {
-		return
-	}
-	c.done = nil
-	if c.timer != nil {
-		c.pc.stopTimer(c.timer)
-	}
-	if err != nil {
-		done(nil, err)
-		return
-	}
-	done(c.msg, nil)
-}
+func (c *identifyClient) OnReset(st *mux.Stream, err error) { c.finish(nil, err) }
 
 // checkIdentifyKey verifies that m's public key is the identity of p (js
 // fails identify without it; go ignores a mismatching key).

@@ -93,3 +93,27 @@ func TestMetricFamiliesCount(t *testing.T) {
 		t.Errorf("server received %v normal GoAways, want 1", v)
 	}
 }
+
+// Counters that would otherwise appear only after their first event are
+// exported at zero from the start, so alerts and dashboards see them.
+func TestMetricsAtZeroFromStart(t *testing.T) {
+	h, _ := startHost(t, Config{})
+	got := testutil.Gather(t, regOf(h))
+	for _, k := range []string{
+		`swarmgate_ws_close_sent_total{code=1000}`,
+		`swarmgate_ws_close_received_total{code=1001}`,
+		`swarmgate_connection_failures_total{reason=handshake_timeout}`,
+		`swarmgate_connection_failures_total{reason=inbound_flood}`,
+		`swarmgate_ws_upgrades_total{result=path_not_found}`,
+		`swarmgate_tls_handshakes_total{result=over_cap,version=none}`,
+		`swarmgate_tls_handshakes_total{result=ok,version=TLS 1.3}`,
+		`swarmgate_libp2p_upgrades_total{result=upgrade_cap}`,
+		`swarmgate_stream_resets_total{reason=negotiation_timeout}`,
+		`swarmgate_limit_rejections_total{reason=per_ip}`,
+		`swarmgate_yamux_goaway_total{code=protocol_error,dir=sent}`,
+	} {
+		if v, ok := got[k]; !ok || v != 0 {
+			t.Errorf("%s: %v (present %v), want 0 from the start", k, v, ok)
+		}
+	}
+}

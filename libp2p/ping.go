@@ -159,7 +159,7 @@ func (s *pingServer) release() {
 // cannot be opened. The stream is closed after the echo. Call Ping from a
 // callback or inside PeerConn.Do.
 func (pc *PeerConn) Ping(done func(rtt time.Duration, err error)) {
-	c := &pingClient{pc: pc, done: done}
+	c := &pingClient{request: request[time.Duration]{pc: pc, done: done}}
 	for i := 0; i < PingSize; i += 8 {
 		binary.LittleEndian.PutUint64(c.sent[i:], rand.Uint64())
 	}
@@ -170,25 +170,17 @@ func (pc *PeerConn) Ping(done func(rtt time.Duration, err error)) {
 	}
 	c.start = pc.c.Now()
 	c.write(st)
-	if c.done == nil {
-		return // the write failed
+	if c.pending() { // the write did not fail
+		c.expire(st, DefaultPingTimeout, ErrPingTimeout)
 	}
-	c.timer = pc.after(DefaultPingTimeout, func() {
-		if c.done != nil {
-			st.Reset()
-			c.finish(0, ErrPingTimeout)
-		}
-	})
 }
 
 type pingClient struct {
-	pc    *PeerConn
-	done  func(time.Duration, error) // nil once called
+	request[time.Duration]
 	sent  [PingSize]byte
 	nsent int // bytes of sent written so far
 	got   int // bytes of the echo checked so far
 	start time.Time
-	timer *streamTimer
 }
 
 func (c *pingClient) write(st *mux.Stream) {
@@ -200,7 +192,7 @@ func (c *pingClient) write(st *mux.Stream) {
 }
 
 func (c *pingClient) OnData(st *mux.Stream, p []byte) int {
-	if c.done == nil {
+	if !c.pending() {
 		return len(p)
 	}
 	k := min(len(p), PingSize-c.got)
@@ -218,32 +210,15 @@ func (c *pingClient) OnData(st *mux.Stream, p []byte) int {
 }
 
 func (c *pingClient) OnWritable(st *mux.Stream) {
-	if c.done != nil && c.nsent < PingSize {
+	if c.pending() && c.nsent < PingSize {
 		c.write(st)
 	}
 }
 
 func (c *pingClient) OnFIN(st *mux.Stream) {
-	if c.done != nil {
+	if c.pending() {
 		c.fail(st, mux.ErrStreamClosed) // closed before the echo
 	}
 }
 
 func (c *pingClient) OnReset(_ *mux.Stream, err error) { c.finish(0, err) }
-
-func (c *pingClient) fail(st *mux.Stream, err error) {
-	st.Reset()
-	c.finish(0, err)
-}
-
-func (c *pingClient) finish(rtt time.Duration, err error) {
-	done := c.done
-	if done == nil {
-		return
-	}
-	c.done = nil
-	if c.timer != nil {
-		c.pc.stopTimer(c.timer)
-	}
-	done(rtt, err)
-}

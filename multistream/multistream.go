@@ -247,24 +247,16 @@ func (l *Listener) Start(out []byte) []byte {
 // more. The returned out holds the answers even when err != nil. An error is
 // terminal; the caller closes the connection or resets the stream.
 func (l *Listener) Input(out, in []byte) (_ []byte, consumed int, err error) {
-	for l.state != msDone {
-		if l.state == msFailed {
-			return out, consumed, l.err
-		}
-		text, n, perr := ParseMessage(in[consumed:])
-		if perr == ErrNeedMore {
-			return out, consumed, nil
-		}
-		if perr != nil {
-			return out, consumed, l.fail(perr.(*Error))
-		}
-		consumed += n
+	if l.state == msFailed {
+		return out, 0, l.err
+	}
+	consumed, err = eachMessage(in, func(text []byte) *Error {
 		switch l.state {
 		case msAwaitHeader:
 			// Spec: the first message MUST be the multistream header; go
 			// closes the connection otherwise.
 			if string(text) != ProtocolID {
-				return out, consumed, l.fail(ErrBadHeader)
+				return ErrBadHeader
 			}
 			out = l.Start(out)
 			l.state = msAwaitProposal
@@ -274,10 +266,10 @@ func (l *Listener) Input(out, in []byte) (_ []byte, consumed int, err error) {
 				l.state = msDone
 				// Echo the exact bytes of the proposal.
 				out = AppendMessage(out, l.protos.ids[i])
-				return out, consumed, nil
+				return nil
 			}
 			if l.proposals++; l.proposals > MaxProposals {
-				return out, consumed, l.fail(ErrTooManyProposals)
+				return ErrTooManyProposals
 			}
 			if string(text) == LS && l.protos.ls != nil {
 				out = append(out, l.protos.ls...)
@@ -285,8 +277,33 @@ func (l *Listener) Input(out, in []byte) (_ []byte, consumed int, err error) {
 				out = AppendMessage(out, NA)
 			}
 		}
+		return nil
+	}, l.Done)
+	if err != nil {
+		return out, consumed, l.fail(err.(*Error))
 	}
 	return out, consumed, nil
+}
+
+// eachMessage runs step on the complete messages at the front of in, one at
+// a time, until done reports true, step fails, or in holds only part of a
+// message (left unconsumed). It returns the bytes of the messages stepped
+// over: after done, in[consumed:] belongs to the selected protocol.
+func eachMessage(in []byte, step func(text []byte) *Error, done func() bool) (consumed int, err error) {
+	for !done() {
+		text, n, perr := ParseMessage(in[consumed:])
+		if perr == ErrNeedMore {
+			return consumed, nil
+		}
+		if perr != nil {
+			return consumed, perr
+		}
+		consumed += n
+		if e := step(text); e != nil {
+			return consumed, e
+		}
+	}
+	return consumed, nil
 }
 
 func (l *Listener) fail(e *Error) error {
@@ -362,22 +379,14 @@ func (d *Dialer) Start(out []byte) []byte {
 // MultistreamListener.Input: consumed counts whole messages only, and after
 // Done, in[consumed:] belongs to the selected protocol.
 func (d *Dialer) Input(out, in []byte) (_ []byte, consumed int, err error) {
-	for d.state != msDone {
-		if d.state == msFailed {
-			return out, consumed, d.err
-		}
-		text, n, perr := ParseMessage(in[consumed:])
-		if perr == ErrNeedMore {
-			return out, consumed, nil
-		}
-		if perr != nil {
-			return out, consumed, d.fail(perr.(*Error))
-		}
-		consumed += n
+	if d.state == msFailed {
+		return out, 0, d.err
+	}
+	consumed, err = eachMessage(in, func(text []byte) *Error {
 		switch d.state {
 		case msAwaitHeader:
 			if string(text) != ProtocolID {
-				return out, consumed, d.fail(ErrBadHeader)
+				return ErrBadHeader
 			}
 			d.state = msAwaitAnswer
 		case msAwaitAnswer:
@@ -386,13 +395,17 @@ func (d *Dialer) Input(out, in []byte) (_ []byte, consumed int, err error) {
 				d.state = msDone
 			case NA:
 				if d.next++; d.next == len(d.protos) {
-					return out, consumed, d.fail(ErrNotSupported)
+					return ErrNotSupported
 				}
 				out = AppendMessage(out, d.protos[d.next])
 			default:
-				return out, consumed, d.fail(ErrUnexpected)
+				return ErrUnexpected
 			}
 		}
+		return nil
+	}, d.Done)
+	if err != nil {
+		return out, consumed, d.fail(err.(*Error))
 	}
 	return out, consumed, nil
 }

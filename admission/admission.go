@@ -10,6 +10,7 @@ package admission
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -137,7 +138,20 @@ type Limits struct {
 	// starts, so a reload reaches new connections; yamux refuses extra
 	// SYNs with RST.
 	MaxStreams   int
-	MemoryBudget int64 // DefaultMemoryBudget bytes
+	MemoryBudget int64 // DefaultMemoryBudget bytes, for the whole server
+	// The resource model's shares (scope.go); negative: unlimited.
+	ConnMemory   int64 // DefaultConnMemory bytes per connection
+	PeerMemory   int64 // DefaultPeerMemory bytes per peer ID
+	SourceMemory int64 // DefaultSourceMemory bytes per source address
+	// Connections and streams per peer, protocol and system; negative:
+	// unlimited.
+	MaxConnsPerPeer    int // DefaultMaxConnsPerPeer
+	MaxPeerStreams     int // DefaultMaxPeerStreams: a peer's open inbound streams
+	MaxProtocolStreams int // DefaultMaxProtocolStreams: a peer's streams of one protocol
+	MaxSystemStreams   int // DefaultMaxSystemStreams: inbound streams on the server
+	// ProtocolStreams overrides MaxProtocolStreams per protocol id (a
+	// role registers its own: Kademlia, circuit relay).
+	ProtocolStreams map[string]int
 	// MaxTrackedSources bounds the per-source table (DefaultMaxTrackedSources).
 	MaxTrackedSources int
 	// LimitLoopback applies the per-source limits to loopback addresses
@@ -169,6 +183,21 @@ func (l Limits) withDefaults() Limits {
 	if l.MemoryBudget == 0 {
 		l.MemoryBudget = DefaultMemoryBudget
 	}
+	defMem := func(v *int64, d int64) {
+		switch {
+		case *v == 0:
+			*v = d
+		case *v < 0:
+			*v = math.MaxInt64 / 4 // unlimited, with room to add to
+		}
+	}
+	defMem(&l.ConnMemory, DefaultConnMemory)
+	defMem(&l.PeerMemory, DefaultPeerMemory)
+	defMem(&l.SourceMemory, DefaultSourceMemory)
+	defInt(&l.MaxConnsPerPeer, DefaultMaxConnsPerPeer)
+	defInt(&l.MaxPeerStreams, DefaultMaxPeerStreams)
+	defInt(&l.MaxProtocolStreams, DefaultMaxProtocolStreams)
+	defInt(&l.MaxSystemStreams, DefaultMaxSystemStreams)
 	if l.MaxTrackedSources < admissionShards {
 		l.MaxTrackedSources = admissionShards
 	}
@@ -176,7 +205,7 @@ func (l Limits) withDefaults() Limits {
 }
 
 // Admission decides whether a new connection may be accepted and counts
-// what admitted connections hold until their Ticket is released. It is safe
+// what admitted connections hold until their Scope is closed. It is safe
 // for concurrent use: the total is an atomic counter, per-source state
 // lives in sharded maps under short mutex sections.
 type Admission struct {
@@ -185,6 +214,8 @@ type Admission struct {
 	budget  *MemoryBudget
 	seed    uint64
 	shards  [admissionShards]admissionShard
+	peers   [admissionShards]peerShard
+	streams atomic.Int64 // inbound streams counted by scopes
 	metrics *limitMetrics
 }
 
@@ -202,9 +233,11 @@ type admissionShard struct {
 // and IPv6 prefixes of 64 bits or less have lo zero: the two never collide.
 type srcKey struct{ hi, lo uint64 }
 
-// source is what one source holds: live connections and its rate bucket.
+// source is what one source holds: live connections, the memory they are
+// charged, and its rate bucket.
 type source struct {
 	conns  int32
+	mem    atomic.Int64  // bytes charged by its connections' scopes
 	bucket *rate.Limiter // nil when the rate limit is off
 }
 
@@ -242,114 +275,11 @@ func (a *Admission) Budget() *MemoryBudget { return a.budget }
 // Open is the number of admitted connections not yet released.
 func (a *Admission) Open() int64 { return a.total.Load() }
 
-// Ticket is an admitted connection's claim. Keep it with the connection
-// (32 bytes, no allocation) and call Release once when it ends.
-type Ticket struct {
-	a    *Admission
-	addr netip.Addr // unmapped; zero when no per-source state was taken
-}
-
-// Release returns what the connection held. It is idempotent on one Ticket
-// value; a copy released as well would release twice.
-func (t *Ticket) Release() {
-	a := t.a
-	if a == nil {
-		return
-	}
-	t.a = nil
-	a.total.Add(-1)
-	if !t.addr.IsValid() {
-		return
-	}
-	key, sub, v6 := a.keys(t.addr)
-	sh := a.shard(sub)
-	sh.mu.Lock()
-	if s := sh.src[key]; s != nil && s.conns > 0 {
-		if s.conns--; s.conns == 0 {
-			sh.live--
-			if s.bucket == nil {
-				delete(sh.src, key) // nothing left to remember
-			}
-		}
-	}
-	if v6 && a.lim.Load().MaxConnsPerSubnet > 0 {
-		if n := sh.subnets[sub] - 1; n > 0 {
-			sh.subnets[sub] = n
-		} else {
-			delete(sh.subnets, sub)
-		}
-	}
-	sh.mu.Unlock()
-	t.addr = netip.Addr{}
-}
-
-// Admit decides on a connection from addr at now. On success the Ticket
-// must be released when the connection ends; on refusal the error is one
-// of the ErrLimit* sentinels and the refusal is counted by reason.
-func (a *Admission) Admit(addr netip.Addr, now time.Time) (Ticket, error) {
-	if err := a.admit(addr, now); err != nil {
-		a.metrics.rejected[err.Reason].Inc()
-		return Ticket{}, err
-	}
-	addr = addr.Unmap().WithZone("")
-	if a.exempt(addr) {
-		addr = netip.Addr{}
-	}
-	return Ticket{a: a, addr: addr}, nil
-}
-
-// ErrTicketHasSource reports AdmitSource on a ticket that already counts
-// against a source, or that this Admission did not issue.
-var ErrTicketHasSource = errors.New("admission: ticket already charged to a source")
-
-// AdmitSource charges a connection admitted without a source to addr. A
-// connection from a trusted proxy is admitted with the zero address (total
-// and memory only: the proxy itself must not use up a client's per-IP
-// limit), and charged here once its request has been read and
-// TrustedProxies found the client's address. On refusal the ticket is
-// unchanged (still to be released) and the refusal is counted.
-func (a *Admission) AdmitSource(t *Ticket, addr netip.Addr, now time.Time) error {
-	if t.a != a || t.addr.IsValid() {
-		return ErrTicketHasSource
-	}
-	addr = addr.Unmap().WithZone("")
-	if a.exempt(addr) {
-		return nil
-	}
-	if err := a.admitSource(addr, now); err != nil {
-		a.metrics.rejected[err.Reason].Inc()
-		return err
-	}
-	t.addr = addr
-	return nil
-}
-
-func (a *Admission) admit(addr netip.Addr, now time.Time) *LimitError {
-	if a.budget.Available() < admitHeadroom {
-		return ErrLimitMemory
-	}
-	lim := a.lim.Load()
-	if n := a.total.Add(1); lim.MaxConns > 0 && n > int64(lim.MaxConns) {
-		a.total.Add(-1)
-		return ErrLimitTotal
-	}
-	addr = addr.Unmap().WithZone("")
-	if !addr.IsValid() || a.exempt(addr) {
-		return nil
-	}
-	if err := a.admitSource(addr, now); err != nil {
-		a.total.Add(-1)
-		return err
-	}
-	return nil
-}
-
-// exempt reports whether addr is free of per-source limits.
-func (a *Admission) exempt(addr netip.Addr) bool {
+// exempt reports whether addr is free of per-source limits under lim.
+func exempt(addr netip.Addr, lim *Limits) bool {
 	if !addr.IsValid() {
 		return true
 	}
-	lim := a.lim.Load()
 	if addr.IsLoopback() && !lim.LimitLoopback {
 		return true
 	}
@@ -379,11 +309,13 @@ func (a *Admission) shard(sub srcKey) *admissionShard {
 }
 
 // admitSource checks and takes the per-source and per-/48 counts and one
-// rate token, all or nothing, under the shard's lock.
-func (a *Admission) admitSource(addr netip.Addr, now time.Time) *LimitError {
+// rate token, all or nothing, under the shard's lock. It returns the
+// source's entry, which stays in the table while it has a connection, and
+// whether the connection was counted in its /48 (the release must undo
+// exactly that, whatever the limits are by then).
+func (a *Admission) admitSource(addr netip.Addr, lim *Limits, now time.Time) (*source, bool, *LimitError) {
 	key, sub, v6 := a.keys(addr)
 	sh := a.shard(sub)
-	lim := a.lim.Load()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	nowNano := now.UnixNano()
@@ -394,7 +326,7 @@ func (a *Admission) admitSource(addr netip.Addr, now time.Time) *LimitError {
 	s := sh.src[key]
 	if s == nil {
 		if len(sh.src) >= lim.MaxTrackedSources/admissionShards && !sh.evictOne() {
-			return ErrLimitSources
+			return nil, false, ErrLimitSources
 		}
 		s = &source{}
 		if lim.ConnRatePerIP > 0 {
@@ -403,21 +335,45 @@ func (a *Admission) admitSource(addr netip.Addr, now time.Time) *LimitError {
 		sh.src[key] = s
 	}
 	if lim.MaxConnsPerIP > 0 && int(s.conns) >= lim.MaxConnsPerIP {
-		return ErrLimitPerIP
+		return nil, false, ErrLimitPerIP
 	}
-	if v6 && lim.MaxConnsPerSubnet > 0 && int(sh.subnets[sub]) >= lim.MaxConnsPerSubnet {
-		return ErrLimitPerSubnet
+	subnet := v6 && lim.MaxConnsPerSubnet > 0
+	if subnet && int(sh.subnets[sub]) >= lim.MaxConnsPerSubnet {
+		return nil, false, ErrLimitPerSubnet
 	}
 	if s.bucket != nil && !s.bucket.AllowN(now, 1) {
-		return ErrLimitRate
+		return nil, false, ErrLimitRate
 	}
 	if s.conns++; s.conns == 1 {
 		sh.live++
 	}
-	if v6 && lim.MaxConnsPerSubnet > 0 {
+	if subnet {
 		sh.subnets[sub]++
 	}
-	return nil
+	return s, subnet, nil
+}
+
+// releaseSource undoes admitSource.
+func (a *Admission) releaseSource(addr netip.Addr, s *source, subnet bool) {
+	key, sub, _ := a.keys(addr)
+	sh := a.shard(sub)
+	sh.mu.Lock()
+	if s.conns > 0 {
+		if s.conns--; s.conns == 0 {
+			sh.live--
+			if s.bucket == nil && sh.src[key] == s {
+				delete(sh.src, key) // nothing left to remember
+			}
+		}
+	}
+	if subnet {
+		if n := sh.subnets[sub] - 1; n > 0 {
+			sh.subnets[sub] = n
+		} else {
+			delete(sh.subnets, sub)
+		}
+	}
+	sh.mu.Unlock()
 }
 
 // idle reports whether s remembers nothing a fresh entry would not: no
@@ -537,6 +493,7 @@ func (b *MemoryBudget) Failures() int64 { return b.fails.Load() }
 type limitMetrics struct {
 	rejections *prometheus.CounterVec
 	rejected   map[string]prometheus.Counter // by reason, created up front
+	memRefused [4]prometheus.Counter         // by scope: conn, peer, source, system
 }
 
 // newLimitMetrics creates the series and registers them on reg (nil: kept
@@ -559,9 +516,22 @@ func newLimitMetrics(reg prometheus.Registerer, a *Admission) *limitMetrics {
 	for _, r := range limitReasons {
 		m.rejected[r] = m.rejections.WithLabelValues(r)
 	}
+	memRefusals := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "swarmgate_memory_refusals_total", Help: "Buffer reservations refused by the resource model, by the scope that was full (conn, peer, source, system)."}, []string{"scope"})
+	for i, sc := range memoryScopes {
+		m.memRefused[i] = memRefusals.WithLabelValues(sc)
+	}
 	if reg == nil {
 		return m
 	}
+	reg.MustRegister(memRefusals,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "swarmgate_limit_peers_tracked", Help: "Peer IDs with a live connection in the resource model."},
+			func() float64 { return float64(a.Peers()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "swarmgate_streams_inbound", Help: "Inbound streams counted by the resource model (the system scope)."},
+			func() float64 { return float64(a.Streams()) }),
+	)
 	b := a.budget
 	reg.MustRegister(m.rejections,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

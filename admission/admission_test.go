@@ -15,9 +15,15 @@ import (
 
 var t0 = time.Unix(1_700_000_000, 0)
 
-func mustAdmit(t *testing.T, a *Admission, addr string, now time.Time) Ticket {
+// admit is Admit into a fresh scope.
+func admit(a *Admission, addr netip.Addr, now time.Time) (*Scope, error) {
+	s := new(Scope)
+	return s, a.Admit(s, addr, now)
+}
+
+func mustAdmit(t *testing.T, a *Admission, addr string, now time.Time) *Scope {
 	t.Helper()
-	tk, err := a.Admit(netip.MustParseAddr(addr), now)
+	tk, err := admit(a, netip.MustParseAddr(addr), now)
 	if err != nil {
 		t.Fatalf("%s: %v", addr, err)
 	}
@@ -26,7 +32,7 @@ func mustAdmit(t *testing.T, a *Admission, addr string, now time.Time) Ticket {
 
 func wantRefused(t *testing.T, a *Admission, addr string, now time.Time, want *LimitError) {
 	t.Helper()
-	_, err := a.Admit(netip.MustParseAddr(addr), now)
+	_, err := admit(a, netip.MustParseAddr(addr), now)
 	if err != want {
 		t.Fatalf("%s: got %v, want %v", addr, err, want)
 	}
@@ -47,21 +53,21 @@ func TestLimitsDefaults(t *testing.T) {
 
 func TestAdmitPerIPv4(t *testing.T) {
 	a := NewAdmission(Limits{}, nil)
-	var held []Ticket
+	var held []*Scope
 	for range DefaultMaxConnsPerIP {
 		held = append(held, mustAdmit(t, a, "198.51.100.7", t0))
 	}
 	wantRefused(t, a, "198.51.100.7", t0, ErrLimitPerIP)
 	wantRefused(t, a, "::ffff:198.51.100.7", t0, ErrLimitPerIP) // the mapped form is the same source
 	mustAdmit(t, a, "198.51.100.8", t0)                         // a neighbour is another source
-	held[0].Release()
-	held[0].Release() // idempotent
+	held[0].Close()
+	held[0].Close() // idempotent
 	held[0] = mustAdmit(t, a, "198.51.100.7", t0)
 	if a.Open() != DefaultMaxConnsPerIP+1 {
 		t.Fatalf("open %d", a.Open())
 	}
 	for i := range held {
-		held[i].Release()
+		held[i].Close()
 	}
 	if a.Open() != 1 {
 		t.Fatalf("open %d after release", a.Open())
@@ -92,7 +98,7 @@ func TestAdmitRate(t *testing.T) {
 	for i := range DefaultConnBurstPerIP {
 		tk := mustAdmit(t, a, "203.0.113.1", t0)
 		if i%2 == 0 {
-			tk.Release() // closing does not refund the rate
+			tk.Close() // closing does not refund the rate
 		}
 	}
 	wantRefused(t, a, "203.0.113.1", t0, ErrLimitRate)
@@ -122,7 +128,7 @@ func TestAdmitLoopbackAndExempt(t *testing.T) {
 
 func TestAdmitTotalAndMemory(t *testing.T) {
 	a := NewAdmission(Limits{MaxConns: 3}, nil)
-	var held []Ticket
+	var held []*Scope
 	for i := range 3 {
 		held = append(held, mustAdmit(t, a, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}).String(), t0))
 	}
@@ -130,7 +136,7 @@ func TestAdmitTotalAndMemory(t *testing.T) {
 	if a.Sources() != 3 {
 		t.Fatalf("a refusal for the total left state: %d sources", a.Sources())
 	}
-	held[1].Release()
+	held[1].Close()
 	mustAdmit(t, a, "10.0.0.9", t0)
 
 	a = NewAdmission(Limits{MemoryBudget: 3 * bufpool.Medium}, nil)
@@ -179,10 +185,10 @@ func TestMemoryBudgetUnlimited(t *testing.T) {
 func TestAdmitTableBounded(t *testing.T) {
 	a := NewAdmission(Limits{MaxTrackedSources: admissionShards}, nil) // one entry per shard
 	addr := func(i int) string { return netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}).String() }
-	var held []Ticket
+	var held []*Scope
 	refused := 0
 	for i := range 4 * admissionShards {
-		tk, err := a.Admit(netip.MustParseAddr(addr(i)), t0)
+		tk, err := admit(a, netip.MustParseAddr(addr(i)), t0)
 		switch err {
 		case nil:
 			held = append(held, tk)
@@ -196,12 +202,12 @@ func TestAdmitTableBounded(t *testing.T) {
 		t.Fatalf("sources %d held %d refused %d", a.Sources(), len(held), refused)
 	}
 	for i := range held {
-		held[i].Release()
+		held[i].Close()
 	}
 	// Refilling entries are evicted for new sources.
 	for i := 1000; i < 1000+4*admissionShards; i++ {
 		tk := mustAdmit(t, a, addr(i), t0)
-		tk.Release()
+		tk.Close()
 	}
 	if a.Sources() > admissionShards {
 		t.Fatalf("sources %d over the bound", a.Sources())
@@ -210,12 +216,12 @@ func TestAdmitTableBounded(t *testing.T) {
 	later := t0.Add(time.Duration(float64(DefaultConnBurstPerIP)/DefaultConnRatePerIP)*time.Second + sweepInterval)
 	for i := range 4 * admissionShards {
 		tk := mustAdmit(t, a, addr(5000+i), later)
-		tk.Release()
+		tk.Close()
 	}
 	later = later.Add(time.Duration(float64(DefaultConnBurstPerIP)/DefaultConnRatePerIP)*time.Second + sweepInterval)
 	for i := range 4 * admissionShards {
 		tk := mustAdmit(t, a, addr(9000+i), later)
-		tk.Release()
+		tk.Close()
 	}
 	// Every shard swept at `later`; what is left was admitted at `later`.
 	if n := a.Sources(); n > admissionShards {
@@ -239,7 +245,7 @@ func TestAdmitMetrics(t *testing.T) {
 			t.Fatalf("no series for %q", r)
 		}
 	}
-	tk.Release()
+	tk.Close()
 }
 
 // Concurrent admits and releases from many sources leave nothing held.
@@ -250,22 +256,22 @@ func TestAdmitConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var held []Ticket
+			var held []*Scope
 			for i := range 2000 {
 				ip := netip.AddrFrom4([4]byte{10, byte(g), byte(i % 7), 1})
 				if i%3 == 0 {
 					ip = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(g), byte(i % 5), 15: 1})
 				}
-				if tk, err := a.Admit(ip, t0); err == nil {
+				if tk, err := admit(a, ip, t0); err == nil {
 					held = append(held, tk)
 				}
 				if len(held) > 20 {
-					held[0].Release()
+					held[0].Close()
 					held = held[1:]
 				}
 			}
 			for i := range held {
-				held[i].Release()
+				held[i].Close()
 			}
 		}()
 	}
@@ -316,9 +322,9 @@ func BenchmarkAdmit(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
-					tk, err := a.Admit(addrs[i%len(addrs)], now)
+					tk, err := admit(a, addrs[i%len(addrs)], now)
 					if err == nil {
-						tk.Release()
+						tk.Close()
 					}
 					i++
 				}
@@ -331,9 +337,9 @@ func BenchmarkAdmit(b *testing.B) {
 // the client address found in its request.
 func TestAdmitSourceAfterProxy(t *testing.T) {
 	a := NewAdmission(Limits{MaxConnsPerIP: 2}, nil)
-	var held []Ticket
+	var held []*Scope
 	for range 5 { // the proxy's own address is not limited per source
-		tk, err := a.Admit(netip.Addr{}, t0)
+		tk, err := admit(a, netip.Addr{}, t0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -341,30 +347,30 @@ func TestAdmitSourceAfterProxy(t *testing.T) {
 	}
 	client := netip.MustParseAddr("203.0.113.5")
 	for i := range 2 {
-		if err := a.AdmitSource(&held[i], client, t0); err != nil {
+		if err := a.AdmitSource(held[i], client, t0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := a.AdmitSource(&held[0], client, t0); err != ErrTicketHasSource {
+	if err := a.AdmitSource(held[0], client, t0); err != ErrScopeHasSource {
 		t.Fatalf("second AdmitSource: %v", err)
 	}
-	err := a.AdmitSource(&held[2], client, t0)
+	err := a.AdmitSource(held[2], client, t0)
 	if err != ErrLimitPerIP {
 		t.Fatalf("third client connection: %v", err)
 	}
-	if err := a.AdmitSource(&held[3], netip.MustParseAddr("127.0.0.1"), t0); err != nil {
+	if err := a.AdmitSource(held[3], netip.MustParseAddr("127.0.0.1"), t0); err != nil {
 		t.Fatalf("loopback client: %v", err)
 	}
 	for i := range held {
-		held[i].Release()
+		held[i].Close()
 	}
 	if a.Open() != 0 {
 		t.Fatalf("open %d", a.Open())
 	}
-	if tk, err := a.Admit(client, t0); err != nil {
+	if tk, err := admit(a, client, t0); err != nil {
 		t.Fatal(err)
 	} else {
-		tk.Release()
+		tk.Close()
 	}
 }
 

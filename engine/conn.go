@@ -117,9 +117,10 @@ type Conn struct {
 	// gauge is 1 + the connState series this connection is counted in
 	// (state*2 + transport), 0 when none.
 	gauge int8
-	// ticket is the connection's admission claim (server role), released
-	// in onClose.
-	ticket admission.Ticket
+	// scope is the connection's share in admission's resource model
+	// (server role; zero for our dials): everything the peer makes the
+	// connection hold is charged to it. Closed in onClose.
+	scope admission.Scope
 }
 
 // count moves the connection to state's gauge (0 handshake, 1 open,
@@ -167,9 +168,11 @@ func (c *Conn) IsOpen() bool { return c.state == stateOpen }
 // IsTLS reports whether the connection runs over TLS (/tls/ws, /wss).
 func (c *Conn) IsTLS() bool { return c.tls != nil }
 
-// Memory is what the buffers a peer can make this connection hold are
-// charged to (bufpool.TryGet, TryGrow and Release take it as the meter).
-func (c *Conn) Memory() *admission.MemoryBudget { return c.eng.adm.Budget() }
+// Memory is the connection's share of the resource model: what the buffers
+// and streams a peer can make this connection hold are charged to
+// (bufpool.TryGet, TryGrow and Release take it as the meter; so does
+// yamux). Use it only from callbacks.
+func (c *Conn) Memory() *admission.Scope { return &c.scope }
 
 // RemoteAddr is the peer's TCP address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
@@ -449,7 +452,7 @@ func (c *Conn) onClose(netpoll.Connection) error {
 	} else if hs != nil && hs.onFail != nil {
 		hs.onFail(c.err)
 	}
-	c.ticket.Release()
+	c.scope.Close()
 	c.mu.Unlock()
 	c.eng.untrack(c)
 	return nil

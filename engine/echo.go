@@ -1,29 +1,55 @@
 package engine
 
-import "github.com/swarmgate/swarmgate/ws"
+import (
+	"time"
 
-// Echo is a StageFunc that sends every message back with its opcode. A message
-// that arrives in one piece is echoed without a copy; one that arrives in
-// pieces is gathered (up to the engine's MaxMessageSize) and the buffer is
-// dropped once sent, so an idle echo connection holds nothing.
+	"github.com/swarmgate/swarmgate/ws"
+)
+
+// EchoMessageTimeout bounds how long the raw echo waits for the rest of a
+// message that arrives in pieces: a peer that starts a message and stalls
+// must not keep the connection busy for its life.
+const EchoMessageTimeout = 30 * time.Second
+
+var errEchoTimeout = &ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: "echo_message_timeout"}
+
+// Echo is a StageFunc that sends every message back with its opcode. A
+// message is echoed as it arrives, piece by piece, as the fragments of one
+// outgoing message (RFC 6455 §5.4 lets a message be fragmented anew): the
+// echo gathers nothing, so a message of any size (up to MaxMessageSize)
+// costs no buffer beyond the pass's output, and an idle echo connection
+// holds nothing. A message must complete within EchoMessageTimeout.
 func Echo(*Conn) Stage { return &echo{} }
 
-type echo struct{ msg []byte }
+type echo struct {
+	pending bool // a message has begun and not ended
+}
 
 func (e *echo) Data(c *Conn, op ws.Opcode, p []byte, end bool) error {
-	if end && e.msg == nil {
+	if end && !e.pending {
 		return c.WriteMessage(op, p)
 	}
-	e.msg = append(e.msg, p...)
-	if !end {
-		return nil
+	if !e.pending {
+		e.pending = true
+		c.SetDeadline(c.Now().Add(EchoMessageTimeout))
+	} else {
+		op = ws.OpContinuation
 	}
-	err := c.WriteMessage(op, e.msg)
-	e.msg = nil
-	return err
+	if end {
+		e.pending = false
+		c.SetDeadline(time.Time{})
+	}
+	return c.WriteFrame(end, op, p)
+}
+
+// Tick ends a connection whose message did not complete in time (Ticker).
+func (e *echo) Tick(c *Conn, now time.Time) {
+	if e.pending {
+		c.Fail(errEchoTimeout)
+	}
 }
 
 func (e *echo) Closed(*Conn, error) {}
 
-// GoingAway lets a message being gathered finish (Drainer).
-func (e *echo) GoingAway(*Conn) bool { return e.msg == nil }
+// GoingAway lets a message being echoed finish (Drainer).
+func (e *echo) GoingAway(*Conn) bool { return !e.pending }

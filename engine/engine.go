@@ -220,6 +220,14 @@ func (e *Engine) mono(t time.Time) int64 {
 
 func (e *Engine) monoNow() int64 { return e.mono(e.cfg.Now()) }
 
+// Mono is t as the engine's monotonic nanoseconds (≥ 1, so 0 can mean
+// "none"): compact and safe from wall-clock steps, for instants a layer
+// keeps per connection. MonoTime converts back.
+func (e *Engine) Mono(t time.Time) int64 { return e.mono(t) }
+
+// MonoTime is the instant of a Mono value.
+func (e *Engine) MonoTime(m int64) time.Time { return e.epoch.Add(time.Duration(m)) }
+
 // Logger is the engine's logger (Config.Logger).
 func (e *Engine) Logger() *slog.Logger { return e.log }
 

@@ -87,7 +87,7 @@ func (c *Conn) chargeClient(req *ws.Request) error {
 	if client != peer {
 		c.hs.client = client // the libp2p stage reports it as the observed address
 	}
-	if err := c.eng.adm.AdmitSource(&c.ticket, client, c.eng.cfg.Now()); err != nil {
+	if err := c.eng.adm.AdmitSource(&c.scope, client, c.eng.cfg.Now()); err != nil {
 		if le, ok := err.(*admission.LimitError); ok {
 			return limitRefusal(le)
 		}

@@ -281,14 +281,12 @@ func (l *Listener) prepare(nc netpoll.Connection) context.Context {
 	if e.cfg.TrustedProxies.Trusted(peer) {
 		src = netip.Addr{}
 	}
-	tk, err := e.adm.Admit(src, e.cfg.Now())
-	if err != nil {
+	if err := e.adm.Admit(&c.scope, src, e.cfg.Now()); err != nil {
 		refuseTCP(nc)
 		return context.Background()
 	}
-	c.ticket = tk
 	if !e.track(c) {
-		c.ticket.Release()
+		c.scope.Close()
 		nc.Close()
 		return context.Background()
 	}

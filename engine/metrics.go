@@ -80,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		codeCounter(&m.codeLabelsR, m.closeRecv, code)
 	}
 	for _, r := range []string{"handshake_timeout", "inbound_flood", "write_timeout", "write", "read", "stage_error",
-		"tls_handshake_cap", "tls_handshake_flood", "tls_not_tls", "tls_record", "tls_close_notify", "tls_timeout"} {
+		"tls_handshake_cap", "tls_handshake_flood", "tls_not_tls", "tls_record", "tls_close_notify", "tls_timeout", "panic"} {
 		m.failures.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "path_not_found", "origin_refused", "bad_request", "request_too_large", "limit_per_ip", "limit_rate", "limit_total"} {
@@ -105,12 +105,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// codeCounter is the counter for a close code: its number for the codes
+// RFC 6455 and IANA define (1000–1015), "none" for an empty Close, and
+// "application" for the 3000–4999 codes libraries and applications choose
+// (a peer must not be able to create a series per code it sends).
 func codeCounter(cache *sync.Map, vec *prometheus.CounterVec, code uint16) prometheus.Counter {
+	if code >= 3000 {
+		code = 3000
+	}
 	if c, ok := cache.Load(code); ok {
 		return c.(prometheus.Counter)
 	}
 	label := "none"
-	if code != 0 {
+	switch {
+	case code >= 3000:
+		label = "application"
+	case code != 0:
 		label = strconv.Itoa(int(code))
 	}
 	c := vec.WithLabelValues(label)

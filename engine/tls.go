@@ -22,8 +22,10 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -212,12 +214,17 @@ func (c *Conn) tlsReceive(b []byte) {
 		t.mu.Unlock()
 		return
 	}
+	// Ciphertext waiting for the rest of its record is held for the peer:
+	// charged to the connection (bounded by maxCiphertext once open,
+	// maxHandshakeBuffered before).
+	had := cap(t.in)
 	if t.in == nil {
 		t.in = bufpool.Get(len(b))
 	} else {
 		t.compact()
 		t.in = bufpool.Grow(t.in, len(b))
 	}
+	c.scope.Charge(cap(t.in) - had)
 	t.in = append(t.in, b...)
 	phase := t.phase
 	ready := t.recordReady()
@@ -290,6 +297,7 @@ func (t *tlsConn) signal() {
 // idle connection keeps no input buffer.
 func (t *tlsConn) dropIn() {
 	if t.in != nil && t.inOff == len(t.in) {
+		t.c.scope.Release(cap(t.in))
 		bufpool.Put(t.in)
 		t.in, t.inOff = nil, 0
 	}
@@ -352,9 +360,24 @@ func (t *tlsConn) handshake(start time.Time) {
 		c.writeRaw(t.early) // client: the upgrade request
 		t.early = nil
 	}
-	c.tlsDecrypt() // records that came behind the handshake
+	c.guarded(c.tlsDecrypt) // records that came behind the handshake
 	c.flush()
 	c.unlock()
+}
+
+// guarded runs f, which drives the connection's pipeline, on a goroutine
+// of our own (the TLS handshake's), where netpoll's task pool does not
+// stand between a bug and the process: a panic is logged with its stack,
+// counted (reason "panic") and ends this connection only. Called with c.mu
+// held, which it still holds when it returns.
+func (c *Conn) guarded(f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.eng.log.Error("panic while handling a connection's input; the connection is closed", "panic", r, "stack", string(debug.Stack()))
+			c.fail(fmt.Errorf("engine: panic: %v", r), "panic")
+		}
+	}()
+	f()
 }
 
 // curveName labels a negotiated key exchange; 0 is TLS 1.2 with RSA key
@@ -488,6 +511,7 @@ func (t *tlsConn) close() {
 // release returns the buffers to their pools.
 func (t *tlsConn) release() {
 	if t.in != nil {
+		t.c.scope.Release(cap(t.in))
 		bufpool.Put(t.in)
 		t.in, t.inOff, t.recLeft = nil, 0, 0
 	}

@@ -139,7 +139,11 @@ func (c *Conn) flush() {
 	c.eng.metrics.bytesOut.Add(float64(len(out)))
 	n, err := writeFD(c.fd, out)
 	if err == nil && n < len(out) {
+		// The peer makes us hold this buffer while it does not read:
+		// charge it for as long as that lasts.
+		c.scope.Charge(cap(out))
 		err = c.waitWritable(out[n:])
+		c.scope.Release(cap(out))
 	}
 	if err != nil && c.state != stateClosed {
 		reason := "write"

@@ -14,6 +14,8 @@ import (
 
 	"github.com/bytedance/gopkg/util/gopool"
 
+	"github.com/swarmgate/swarmgate/admission"
+	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/mux"
 )
 
@@ -304,7 +306,8 @@ func memInUse() float64 {
 // returns the memory (heap + stacks, both ends) and goroutines they add.
 func blockingCost(t *testing.T, n int, sh func(started *atomic.Int64) StreamFunc) (bytesPer float64, goroutinesPer float64) {
 	var started atomic.Int64
-	srv, addr := startHost(t, Config{})
+	// n streams of one protocol from one peer: measured here, not limited.
+	srv, addr := startHost(t, Config{Engine: engine.Config{Limits: admission.Limits{MaxProtocolStreams: -1, MaxPeerStreams: -1}}})
 	srv.Handle("/hold", sh(&started))
 	pc := dialHost(t, srv, addr, DialOptions{})
 	m0 := memInUse()

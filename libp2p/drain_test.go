@@ -15,6 +15,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/mux"
@@ -54,7 +55,9 @@ func (p partialEcho) GoingAway(c *engine.Conn) bool { return p.Stage.(engine.Dra
 func drainServer(t *testing.T) (e *engine.Engine, addr ma.Multiaddr, partial *atomic.Int32) {
 	t.Helper()
 	partial = new(atomic.Int32)
-	h, err := New(Config{Engine: engine.Config{Logger: testutil.Quiet}, Echo: true,
+	// One client identity opens every connection: per-peer limits lifted.
+	lim := admission.Limits{MaxConnsPerPeer: -1, MaxPeerStreams: -1, MaxProtocolStreams: -1}
+	h, err := New(Config{Engine: engine.Config{Logger: testutil.Quiet, Limits: lim}, Echo: true,
 		Paths: map[string]engine.StageFunc{"/echo": func(c *engine.Conn) engine.Stage { return partialEcho{engine.Echo(c), partial} }}})
 	if err != nil {
 		t.Fatal(err)

@@ -107,7 +107,11 @@ type Host struct {
 	// protos is the sorted protocol list and its multistream set, replaced
 	// whole on Handle so streams read it without a lock.
 	protos atomic.Pointer[protoSet]
-	addrs  atomic.Pointer[[]ma.Multiaddr]
+	// protoIDs interns protocol ids for stream tags (append-only; index 0
+	// is unused): read without a lock on every stream, written under mu.
+	protoIDs  sync.Map                  // string → uint16
+	protoList atomic.Pointer[[]string] // index → id
+	addrs     atomic.Pointer[[]ma.Multiaddr]
 	// upgrading counts connections between WebSocket handshake and yamux.
 	upgrading atomic.Int64
 	// idMsg is the marshalled identify message, rebuilt on change.
@@ -292,6 +296,37 @@ func (h *Host) Unhandle(id string) {
 	delete(h.handlers, id)
 	h.storeProtos()
 }
+
+// protoIndex is proto's stream-tag index, interned on first use (at most
+// tagProtoMask protocols ever; past that, 0: the stream is counted under no
+// protocol).
+func (h *Host) protoIndex(proto string) uint16 {
+	if i, ok := h.protoIDs.Load(proto); ok {
+		return i.(uint16)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i, ok := h.protoIDs.Load(proto); ok {
+		return i.(uint16)
+	}
+	var list []string
+	if p := h.protoList.Load(); p != nil {
+		list = *p
+	} else {
+		list = []string{""}
+	}
+	if len(list) > tagProtoMask {
+		return 0
+	}
+	i := uint16(len(list))
+	list = append(list[:len(list):len(list)], proto) // copy on write: readers keep theirs
+	h.protoList.Store(&list)
+	h.protoIDs.Store(proto, i)
+	return i
+}
+
+// protoName is the protocol id of a stream-tag index.
+func (h *Host) protoName(i uint16) string { return (*h.protoList.Load())[i] }
 
 // Protocols lists the registered protocol ids, sorted.
 func (h *Host) Protocols() []string { return h.protos.Load().ids }

@@ -25,6 +25,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-multistream"
 
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/mux"
@@ -130,7 +131,9 @@ func TestGoYamuxOverOurStack(t *testing.T) {
 	size := interopMiB() << 20
 	for _, version := range []int{4, 5} {
 		t.Run("v"+strconv.Itoa(version), func(t *testing.T) {
-			cfg := Config{}
+			// 100 streams at full windows: 25 MiB in flight, past the
+			// default connection share; this test is about the wire.
+			cfg := Config{Engine: engine.Config{Limits: admission.Limits{ConnMemory: -1, PeerMemory: -1, SourceMemory: -1, MaxProtocolStreams: -1}}}
 			cfg.Mux.KeepAliveInterval = 150 * time.Millisecond // we ping them too
 			srv, addr := startHost(t, cfg)
 			open, closeSess := goYamuxClient(t, version, secureToServer(t, srv, addr))

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/mux"
 )
 
 // metrics are the libp2p layer's series, registered on the engine's
@@ -39,7 +40,13 @@ const (
 	resetNegotiationFailed  = "negotiation_failed"
 )
 
-var resetReasons = []string{resetNegotiationTimeout, resetNoProtocol, resetNegotiationFailed}
+var resetReasons = []string{resetNegotiationTimeout, resetNoProtocol, resetNegotiationFailed,
+	"peer_streams", "protocol_streams", "system_streams",
+	mux.RefuseStreamLimit, mux.RefuseBacklog, mux.RefuseGoingAway, mux.RefuseNoHandler, mux.RefuseMemory, mux.ResetHeldData}
+
+// countReset counts a stream the server refused or reset (mux's reasons
+// arrive through mux.Config.OnRefuse).
+func (m *metrics) countReset(reason string) { m.streamResets.WithLabelValues(reason).Inc() }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{

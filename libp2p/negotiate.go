@@ -3,22 +3,57 @@ package libp2p
 import (
 	"time"
 
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/multistream"
 	"github.com/swarmgate/swarmgate/mux"
 )
 
-// onStream accepts an inbound stream into protocol negotiation.
+// Stream tags (mux.Stream.SetTag) of inbound streams: whether the stream
+// is counted in the resource model, and the index of the protocol it was
+// counted under (Host.protoIndex; 0: none yet).
+const (
+	tagCounted   = 1 << 15
+	tagProtoMask = tagCounted - 1
+)
+
+// onStream accepts an inbound stream into protocol negotiation, once the
+// resource model counts it against the peer's and the system's limits.
 func (pc *PeerConn) onStream(st *mux.Stream) {
 	ps := pc.h.protos.Load()
 	if ps.set == nil {
-		st.Reset() // no protocol registered
+		pc.refuse(st, resetNoProtocol) // no protocol registered
 		return
 	}
+	if err := pc.c.Memory().OpenStream(); err != nil {
+		pc.refuse(st, admission.StreamRefusal(err))
+		return
+	}
+	st.SetTag(tagCounted)
 	ng := &negotiator{pc: pc, st: st, deadline: pc.c.Now().Add(pc.h.cfg.NegotiationTimeout)}
 	ng.lst.Reset(ps.set)
 	pc.negotiating = append(pc.negotiating, ng)
 	if st.Accept(ng) == nil {
 		ng.start(st) // data that came with the SYN may have started it already
+	}
+}
+
+// refuse resets an inbound stream and counts why.
+func (pc *PeerConn) refuse(st *mux.Stream, reason string) {
+	st.Reset()
+	pc.h.metrics.countReset(reason)
+}
+
+// streamEnded returns what an inbound stream was counted for
+// (mux.Config.OnStreamEnd).
+func (pc *PeerConn) streamEnded(st *mux.Stream) {
+	tag := st.Tag()
+	if tag&tagCounted == 0 {
+		return
+	}
+	scope := pc.c.Memory()
+	scope.CloseStream()
+	if i := tag & tagProtoMask; i != 0 {
+		scope.CloseProtocolStream(pc.h.protoName(i))
 	}
 }
 
@@ -57,12 +92,15 @@ func (pc *PeerConn) OpenStream(proto string, h mux.Handler) (*mux.Stream, error)
 }
 
 // negotiator runs multistream-select on an inbound stream and hands the
-// stream to the chosen protocol's handler.
+// stream to the chosen protocol's handler. Its answers go out whole and in
+// order: what the stream's output cannot take now waits in pending, and no
+// more input is read, nor the protocol started, until it is written.
 type negotiator struct {
 	pc       *PeerConn
 	st       *mux.Stream
 	lst      multistream.Listener
 	deadline time.Time
+	pending  []byte // answer bytes the stream did not take yet
 	started  bool
 }
 
@@ -70,32 +108,58 @@ type negotiator struct {
 func (ng *negotiator) start(st *mux.Stream) {
 	if !ng.started {
 		ng.started = true
-		st.Write(ng.lst.Start(nil))
+		ng.write(st, ng.lst.Start(nil))
+	}
+}
+
+// write sends out, keeping what the stream does not take for OnWritable.
+func (ng *negotiator) write(st *mux.Stream, out []byte) {
+	if len(ng.pending) > 0 {
+		ng.pending = append(ng.pending, out...)
+		return
+	}
+	n, _ := st.Write(out)
+	if n < len(out) {
+		ng.pending = append(ng.pending[:0], out[n:]...)
 	}
 }
 
 func (ng *negotiator) OnData(st *mux.Stream, p []byte) int {
 	ng.start(st)
+	if len(ng.pending) > 0 {
+		return 0 // answer the next message once the last answer is out
+	}
 	out, n, err := ng.lst.Input(nil, p)
 	if len(out) > 0 {
-		st.Write(out)
+		ng.write(st, out)
 	}
 	if err != nil {
 		ng.done()
-		st.Reset()
+		ng.pc.refuse(st, resetNegotiationFailed)
 		return len(p)
 	}
-	if !ng.lst.Done() {
-		return n
+	if ng.lst.Done() && len(ng.pending) == 0 {
+		ng.select_(st)
 	}
-	ng.done()
-	sh := ng.pc.h.handler(ng.lst.Protocol())
-	if sh == nil { // unregistered since the set was taken
-		st.Reset()
-		return len(p)
-	}
-	st.SetHandler(sh(ng.pc, st))
 	return n
+}
+
+// select_ hands the stream to the chosen protocol, once the resource model
+// admits one more of its streams for this peer.
+func (ng *negotiator) select_(st *mux.Stream) {
+	ng.done()
+	proto := ng.lst.Protocol()
+	sh := ng.pc.h.handler(proto)
+	if sh == nil { // unregistered since the set was taken
+		ng.pc.refuse(st, resetNoProtocol)
+		return
+	}
+	if err := ng.pc.c.Memory().OpenProtocolStream(proto); err != nil {
+		ng.pc.refuse(st, admission.StreamRefusal(err))
+		return
+	}
+	st.SetTag(st.Tag() | ng.pc.h.protoIndex(proto))
+	st.SetHandler(sh(ng.pc, st))
 }
 
 // done takes the stream out of negotiation: an idle connection keeps no
@@ -119,7 +183,26 @@ func (ng *negotiator) done() {
 	ng.pc.negotiating = list
 }
 
-func (ng *negotiator) OnWritable(*mux.Stream) {}
+// OnWritable writes the rest of an answer, then goes on with the input that
+// waited for it.
+func (ng *negotiator) OnWritable(st *mux.Stream) {
+	if len(ng.pending) == 0 || ng.st == nil {
+		return
+	}
+	n, _ := st.Write(ng.pending)
+	ng.pending = ng.pending[n:]
+	if len(ng.pending) > 0 {
+		return
+	}
+	ng.pending = nil
+	if ng.lst.Done() {
+		ng.select_(st) // buffered protocol bytes go to its handler
+		return
+	}
+	if b := st.Peek(); len(b) > 0 {
+		st.Discard(ng.OnData(st, b))
+	}
+}
 
 func (ng *negotiator) OnFIN(st *mux.Stream) { ng.done(); st.Reset() }
 

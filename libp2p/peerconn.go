@@ -44,7 +44,7 @@ type PeerConn struct {
 	negotiating  []*negotiator // inbound streams choosing a protocol
 	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
 	timers       []*streamTimer
-	idleSince    int64 // unix nanos since the session has had no stream; 0 while busy
+	idleSince    int64 // engine Mono since the session has had no stream; 0 while busy
 	// nextSame links the host's index of connections to the same peer.
 	nextSame *PeerConn
 }
@@ -113,6 +113,7 @@ func (pc *PeerConn) Closed(c *engine.Conn, err error) {
 	}
 	if pc.sess != nil {
 		pc.sess.Close(mux.CodeNormal)
+		pc.sess.Free() // every buffer's charge back to the connection's share
 		pc.h.metrics.peers.Dec()
 		pc.h.untrack(pc)
 	}
@@ -178,19 +179,25 @@ func (pc *PeerConn) countGoAway(received bool, code mux.Code) {
 // sends more violates its windows (engine.InboundLimiter).
 func (pc *PeerConn) InboundAllowance() int {
 	if pc.sess == nil {
-		return 0
+		return upgradeAllowance
 	}
-	cfg := pc.h.cfg.Mux
-	win := int(cfg.MaxWindow)
-	if win <= 0 {
-		win = mux.DefaultMaxWindow
+	credit := pc.sess.ReceiveCredit()
+	if lim := pc.c.Memory().Limit(); lim > 0 {
+		credit = min(credit, lim) // we never let a connection hold more
 	}
-	growth := int(cfg.MaxWindowGrowth)
-	if growth <= 0 {
-		growth = mux.DefaultMaxWindowGrowth
-	}
-	return pc.sess.NumStreams()*win + growth + 1<<20
+	return int(credit) + frameAllowance
 }
+
+// What a peer may have in flight besides stream data: before yamux runs,
+// a Noise handshake message (at most 64 KiB), the multistream exchanges
+// and the first frames a dialer pipelines behind them; once it runs, the
+// framing of the credit (yamux headers, Noise tags and lengths, WebSocket
+// headers: well under 1 %) and control frames. 256 KiB covers both with
+// room to spare.
+const (
+	upgradeAllowance = 256 << 10
+	frameAllowance   = 256 << 10
+)
 
 func (pc *PeerConn) maxOutput() int {
 	if n := pc.h.cfg.Mux.MaxOutput; n > 0 {
@@ -207,8 +214,10 @@ func (pc *PeerConn) schedule() {
 		at = pc.up.deadline
 	}
 	if pc.sess != nil {
-		next, _ := pc.sess.Tick(pc.c.Now())
-		at = earliest(at, next)
+		// NextDeadline, not Tick: schedule runs inside stream callbacks,
+		// where the session must not end under the handler's feet. Tick
+		// runs from the connection's own deadline (PeerConn.Tick).
+		at = earliest(at, pc.sess.NextDeadline())
 	}
 	for _, ng := range pc.negotiating {
 		at = earliest(at, ng.deadline)
@@ -220,10 +229,11 @@ func (pc *PeerConn) schedule() {
 		if pc.sess.NumStreams() > 0 {
 			pc.idleSince = 0
 		} else {
+			e := pc.c.Engine()
 			if pc.idleSince == 0 {
-				pc.idleSince = pc.c.Now().UnixNano()
+				pc.idleSince = e.Mono(pc.c.Now())
 			}
-			at = earliest(at, time.Unix(0, pc.idleSince).Add(d))
+			at = earliest(at, e.MonoTime(pc.idleSince).Add(d))
 		}
 	}
 	pc.c.SetDeadline(at)
@@ -273,7 +283,7 @@ func (pc *PeerConn) Tick(c *engine.Conn, now time.Time) {
 			return
 		}
 		if d := pc.h.cfg.IdleTimeout; d > 0 && pc.idleSince != 0 && pc.sess.NumStreams() == 0 &&
-			!now.Before(time.Unix(0, pc.idleSince).Add(d)) {
+			!now.Before(c.Engine().MonoTime(pc.idleSince).Add(d)) {
 			pc.h.metrics.idleCloses.Inc()
 			pc.Close() // GoAway, then WebSocket 1000
 			return

@@ -16,6 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 )
@@ -71,7 +72,8 @@ func TestTLSLibp2pClientInterop(t *testing.T) {
 // keep no goroutine each, on either side.
 func TestTLSIdlePeers(t *testing.T) {
 	cert, pool := testutil.SelfSigned(t, engine.SelfSignedCertificate)
-	e := engine.New(engine.Config{Logger: testutil.Quiet, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	e := engine.New(engine.Config{Logger: testutil.Quiet, TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
+		Limits: admission.Limits{MaxConnsPerPeer: -1}}) // one client identity opens them all
 	t.Cleanup(func() { e.Close() })
 	srv, err := NewOn(e, Config{})
 	if err != nil {

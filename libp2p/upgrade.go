@@ -112,7 +112,9 @@ func (pc *PeerConn) handshakeStep(b []byte) (int, bool, error) {
 		}
 		if up.noise != nil && up.noise.Done() {
 			r := up.noise.Result()
-			pc.remote, pc.rkey = r.RemotePeer, r.RemoteKey
+			if err := pc.authenticated(r); err != nil {
+				return n, false, err
+			}
 			s := *up.noise.Session() // by value, before first use
 			pc.sec = &s
 			up.noise = nil
@@ -125,7 +127,9 @@ func (pc *PeerConn) handshakeStep(b []byte) (int, bool, error) {
 		}
 		if up.plain != nil && up.plain.Done() {
 			r := up.plain.Result()
-			pc.remote, pc.rkey = r.RemotePeer, r.RemoteKey
+			if err := pc.authenticated(r); err != nil {
+				return n, false, err
+			}
 			up.plain = nil
 			pc.startMuxNegotiation()
 			return n, true, nil
@@ -191,6 +195,9 @@ func (pc *PeerConn) startMux() {
 	}
 	cfg := pc.h.muxConfig()
 	cfg.OnStream = pc.onStream
+	cfg.Memory = pc.c.Memory() // stream buffers and output charged to the connection's share
+	cfg.OnRefuse = pc.h.metrics.countReset
+	cfg.OnStreamEnd = pc.streamEnded
 	now := pc.c.Now()
 	if pc.client {
 		pc.sess = mux.NewClient(cfg, now)
@@ -214,4 +221,18 @@ func (pc *PeerConn) startMux() {
 	if ready != nil {
 		ready(pc, nil)
 	}
+}
+
+// errPeerConns ends a connection of a peer that already has
+// MaxConnsPerPeer: close 1013 (try again later).
+var errPeerConns = &ws.ProtocolError{Code: ws.CloseTryAgainLater, Token: "peer_conns"}
+
+// authenticated records the peer security proved and charges the
+// connection to that peer in the resource model.
+func (pc *PeerConn) authenticated(r security.Result) error {
+	pc.remote, pc.rkey = r.RemotePeer, r.RemoteKey
+	if err := pc.c.Memory().SetPeer(string(r.RemotePeer)); err != nil {
+		return errPeerConns
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 )
@@ -47,7 +48,8 @@ func TestScaleIdleLibp2pGoroutinesFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 4,000 sockets")
 	}
-	srv, addr := startHost(t, Config{})
+	// One client identity opens them all: lift the per-peer limit.
+	srv, addr := startHost(t, Config{Engine: engine.Config{Limits: admission.Limits{MaxConnsPerPeer: -1}}})
 	e := engine.New(engine.Config{Logger: testutil.Quiet})
 	defer e.Close()
 	cli, _ := NewOn(e, Config{})

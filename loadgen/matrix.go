@@ -293,7 +293,9 @@ func startChildWith(listens ...string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "-echo", "-ws-echo", "/echo", "-insecure-plaintext", "-metrics", "127.0.0.1:0", "-profile-rates"}
+	// One loadgen identity opens every connection: the per-peer limits are
+	// lifted; everything else runs at its default.
+	args := []string{"serve", "-echo", "-ws-echo", "/echo", "-insecure-plaintext", "-max-conns-per-peer", "-1", "-max-peer-streams", "-1", "-max-protocol-streams", "-1", "-metrics", "127.0.0.1:0", "-profile-rates"}
 	for _, l := range listens {
 		args = append(args, "-listen", l)
 	}

@@ -144,7 +144,9 @@ func BenchmarkEchoInMemory(b *testing.B) {
 func TestSizes(t *testing.T) {
 	ss, st := unsafe.Sizeof(Session{}), unsafe.Sizeof(Stream{})
 	t.Logf("unsafe.Sizeof: Session %d B, Stream %d B", ss, st)
-	if st > 112 {
+	// 128 is a Go size class; the resource model's fields (heldSince,
+	// extra credit, the embedder's tag) took the struct from 104 to 120.
+	if st > 128 {
 		t.Errorf("Stream grew to %d bytes", st)
 	}
 	// Heap held by an idle session, and per idle stream (struct + map

@@ -71,6 +71,26 @@ const (
 	// with ErrKeepAliveTimeout (go-yamux ConnectionWriteTimeout, which it
 	// uses as its ping timeout).
 	DefaultPingTimeout = 10 * time.Second
+
+	// DefaultHeldDataTimeout resets a stream whose handler has left
+	// received bytes unconsumed this long without consuming any. A handler
+	// that stopped (an echo whose peer does not read our answers) would
+	// otherwise pin its receive buffer, up to its window, for the life of
+	// the connection; 30 s is three times the libp2p negotiation timeout
+	// and far longer than any handler that makes progress waits.
+	DefaultHeldDataTimeout = 30 * time.Second
+)
+
+// Reasons the session refuses or resets a stream on its own, reported to
+// Config.OnRefuse (stable tokens for metrics).
+const (
+	RefuseStreamLimit = "stream_limit" // MaxStreams inbound streams are open
+	RefuseBacklog     = "backlog"      // AcceptBacklog streams await Accept
+	RefuseGoingAway   = "going_away"   // we sent GoAway
+	RefuseNoHandler   = "no_handler"   // Config.OnStream is nil
+	RefuseMemory      = "memory"       // the Meter cannot afford a new stream's window
+	ResetHeldData     = "held_data"    // unconsumed data held past HeldDataTimeout
+	ResetMemory       = "memory_reset" // data within the window did not fit Memory
 )
 
 // Config holds a session's limits and callbacks. The zero value of every
@@ -97,6 +117,29 @@ type Config struct {
 	// ping).
 	KeepAliveInterval time.Duration
 	PingTimeout       time.Duration
+
+	// Memory, when set, is charged for every buffer a peer can make the
+	// session hold: stream receive buffers are reserved (a stream whose
+	// data, within the window we granted, does not fit is reset:
+	// ErrStreamMemory) and the output queues are charged (never refused:
+	// MaxOutput and MaxControlOutput bound them).
+	// Before it comes to that, window updates are withheld while Memory
+	// cannot afford the window they would grant (the peer slows down, as
+	// flow control intends; they resume as buffers are released), and
+	// inbound streams are refused with RST while it cannot afford one
+	// InitialWindow.
+	Memory Meter
+	// HeldDataTimeout resets (RST, OnReset with ErrHeldData) a stream whose
+	// handler has left received bytes unconsumed this long without
+	// consuming any (0: DefaultHeldDataTimeout; < 0: never).
+	HeldDataTimeout time.Duration
+	// OnRefuse, when set, is told each time the session refuses an inbound
+	// stream or resets one on its own, with a Refuse*/Reset* reason.
+	OnRefuse func(reason string)
+	// OnStreamEnd, when set, is called once for every stream that leaves
+	// the session (closed both ways, reset, or ended with the session), for
+	// the embedder's per-stream accounting (Stream.Tag).
+	OnStreamEnd func(st *Stream)
 }
 
 func (c *Config) setDefaults() {
@@ -129,6 +172,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PingTimeout <= 0 {
 		c.PingTimeout = DefaultPingTimeout
+	}
+	if c.HeldDataTimeout == 0 {
+		c.HeldDataTimeout = DefaultHeldDataTimeout
 	}
 }
 

@@ -89,6 +89,12 @@ func (e *StreamError) Is(target error) bool {
 
 // Sentinel errors.
 var (
+	// ErrStreamMemory is the OnReset error of a stream reset because data
+	// the peer sent within its window did not fit Config.Memory.
+	ErrStreamMemory = errors.New("mux: stream reset: its data does not fit the connection's memory share")
+	// ErrHeldData is the OnReset error of a stream reset because its
+	// handler held unconsumed data past Config.HeldDataTimeout.
+	ErrHeldData = errors.New("mux: stream reset: received data left unconsumed past HeldDataTimeout")
 	// ErrNeedMore (wire.ErrNeedMore) is returned by ParseHeader when fewer
 	// than HeaderLen bytes are available: not an error, wait for more bytes.
 	ErrNeedMore = wire.ErrNeedMore

@@ -31,6 +31,10 @@ type Session struct {
 	unacked     int   // outbound streams whose SYN is not yet ACKed
 	refused     int   // SYNs refused in a row
 	growth      int64 // Σ (recvWindow − InitialWindow) over live streams
+	withheld    int   // streams whose window update Memory could not afford
+	held        int   // streams holding unconsumed received bytes
+	credit      int64 // Σ recvCredit over live streams: what the peer may send
+	extra       int64 // Σ Stream.extra: the part of credit granted by window updates
 
 	// Receive side: a Data frame whose payload is still arriving.
 	rxRemain uint32
@@ -50,6 +54,8 @@ type Session struct {
 	spare        []*Stream
 
 	// Keepalive.
+	epoch    time.Time // when the session started: mono() counts from it
+	heldNext time.Time // no held-data deadline is due before this (zero: none)
 	now      time.Time
 	lastRecv time.Time
 	pingSent time.Time
@@ -76,6 +82,7 @@ func newSession(cfg Config, client bool, now time.Time) *Session {
 		client:    client,
 		nextID:    2,
 		lastFrame: -1,
+		epoch:     now,
 		now:       now,
 		lastRecv:  now,
 	}
@@ -242,6 +249,12 @@ func (s *Session) handle(h Header) {
 			return
 		}
 		st.recvCredit -= h.Length
+		s.credit -= int64(h.Length)
+		// Data uses the credit our updates granted first: that part was
+		// backed by Memory when granted, and is now held in buffers.
+		take := min(h.Length, st.extra)
+		st.extra -= take
+		s.extra -= int64(take)
 		if st.state != StreamOpen && st.state != StreamLocalClosed {
 			st = nil // data after the peer's FIN: drop
 		}
@@ -272,13 +285,16 @@ func (s *Session) incoming(id uint32) *Stream {
 	// goroutine). A peer that reuses the ID of a stream that is gone may
 	// receive our still-queued data for the old stream on the new one:
 	// only that peer is confused, so this is not policed.
-	if s.localGoAway || s.numInbound >= s.cfg.MaxStreams || s.backlog >= s.cfg.AcceptBacklog || s.cfg.OnStream == nil {
+	if reason := s.refusal(); reason != "" {
 		s.refused++
 		if s.refused > s.cfg.MaxRefusedStreams {
 			s.fail(errStreamFlood)
 			return nil
 		}
 		s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagRST, StreamID: id})
+		if s.cfg.OnRefuse != nil {
+			s.cfg.OnRefuse(reason)
+		}
 		return nil
 	}
 	s.refused = 0
@@ -293,12 +309,74 @@ func (s *Session) incoming(id uint32) *Stream {
 	s.track(st)
 	s.numInbound++
 	s.backlog++
+	s.credit += InitialWindow
 	s.cfg.OnStream(st)
 	if st.state == StreamReset {
 		return nil
 	}
 	return st
 }
+
+// refusal says why an inbound stream cannot be admitted now, "" if it can.
+func (s *Session) refusal() string {
+	switch {
+	case s.localGoAway:
+		return RefuseGoingAway
+	case s.cfg.OnStream == nil:
+		return RefuseNoHandler
+	case s.numInbound >= s.cfg.MaxStreams:
+		return RefuseStreamLimit
+	case s.backlog >= s.cfg.AcceptBacklog:
+		return RefuseBacklog
+	case s.cfg.Memory != nil && int64(s.cfg.Memory.Available())-s.extra < InitialWindow:
+		// The new stream's window could be filled at once; a peer whose
+		// share, less the credit we already granted, cannot back it gets
+		// no more streams.
+		return RefuseMemory
+	}
+	return ""
+}
+
+// mono is the session's clock as 1 + nanoseconds since it started (0
+// stays free to mean "none"): from time.Time's monotonic reading when now
+// has one, so a wall-clock step moves no deadline. at converts back.
+func (s *Session) mono() int64 { return max(int64(s.now.Sub(s.epoch)), 0) + 1 }
+
+func (s *Session) at(m int64) time.Time { return s.epoch.Add(time.Duration(m - 1)) }
+
+// noteHeld makes sure the next deadline covers a stream that began holding
+// data at mono instant since.
+func (s *Session) noteHeld(since int64) {
+	if s.cfg.HeldDataTimeout < 0 {
+		return
+	}
+	s.heldNext = earliest(s.heldNext, s.at(since).Add(s.cfg.HeldDataTimeout))
+}
+
+// NextDeadline is when Tick should next run (zero: never), from the
+// session's state alone: unlike Tick it changes nothing, so it is safe to
+// call from inside a stream callback.
+func (s *Session) NextDeadline() time.Time {
+	if s.err != nil {
+		return time.Time{}
+	}
+	next := time.Time{}
+	if s.held > 0 {
+		next = s.heldNext
+	}
+	switch {
+	case s.pingOut:
+		next = earliest(next, s.pingSent.Add(s.cfg.PingTimeout))
+	case s.cfg.KeepAliveInterval > 0:
+		next = earliest(next, s.lastRecv.Add(s.cfg.KeepAliveInterval))
+	}
+	return next
+}
+
+// ReceiveCredit is what the peer may send now without breaking flow
+// control: the window still open on every live stream. A peer that sends
+// more (plus frame headers and control frames) is not obeying yamux.
+func (s *Session) ReceiveCredit() int64 { return s.credit }
 
 func (s *Session) handlePing(h Header) {
 	if h.StreamID != 0 {
@@ -343,7 +421,7 @@ func (s *Session) fail(e *Error) error {
 	if s.err != nil {
 		return s.err
 	}
-	s.ctl.write(AppendHeader(s.scratch(), Header{Type: TypeGoAway, Length: uint32(e.Code)}))
+	s.ctl.write(AppendHeader(s.scratch(), Header{Type: TypeGoAway, Length: uint32(e.Code)}), s.cfg.Memory)
 	s.localGoAway = true
 	s.end(e)
 	return e
@@ -378,7 +456,7 @@ func (s *Session) end(err error) {
 	if s.dataMid > 0 {
 		s.data.b = s.data.b[:s.data.off+s.dataMid]
 	} else {
-		s.data.release()
+		s.data.release(s.cfg.Memory)
 	}
 	s.lastFrame = -1
 }
@@ -395,14 +473,14 @@ func (s *Session) queueCtl(h Header) {
 		s.fail(errCtlOverflow)
 		return
 	}
-	s.ctl.reserve(HeaderLen)
+	s.ctl.reserve(HeaderLen, s.cfg.Memory, false)
 	s.ctl.b = AppendHeader(s.ctl.b, h)
 }
 
 // reserveData makes room for n bytes in the data queue, keeping lastFrame
 // pointing at the same frame.
 func (s *Session) reserveData(n int) {
-	if shift := s.data.reserve(n); shift != 0 && s.lastFrame >= 0 {
+	if shift, _ := s.data.reserve(n, s.cfg.Memory, false); shift != 0 && s.lastFrame >= 0 {
 		s.lastFrame -= shift
 	}
 }
@@ -439,6 +517,21 @@ func (s *Session) remove(st *Stream) {
 		}
 	}
 	s.growth -= int64(st.recvWindow - InitialWindow)
+	s.credit -= int64(st.recvCredit)
+	st.recvCredit = 0
+	s.extra -= int64(st.extra)
+	st.extra = 0
+	if st.flags&fWithheld != 0 {
+		st.flags &^= fWithheld
+		s.withheld--
+	}
+	if st.heldSince != 0 {
+		st.heldSince = 0
+		s.held--
+	}
+	if s.cfg.OnStreamEnd != nil {
+		s.cfg.OnStreamEnd(st)
+	}
 }
 
 // Open opens an outbound stream with handler h: the SYN is queued, and data
@@ -469,6 +562,7 @@ func (s *Session) Open(h Handler) (*Stream, error) {
 	s.track(st)
 	s.numOutbound++
 	s.unacked++
+	s.credit += InitialWindow
 	s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagSYN, StreamID: st.id})
 	return st, s.err
 }
@@ -489,9 +583,21 @@ func (s *Session) Close(code Code) {
 	if s.err != nil {
 		return
 	}
-	s.ctl.write(AppendHeader(s.scratch(), Header{Type: TypeGoAway, Length: uint32(code)}))
+	s.ctl.write(AppendHeader(s.scratch(), Header{Type: TypeGoAway, Length: uint32(code)}), s.cfg.Memory)
 	s.localGoAway = true
 	s.end(ErrSessionClosed)
+}
+
+// Free releases every buffer the session still holds, once it is dead and
+// its output has been written for the last time (or will never be): the
+// queues' charges return to Config.Memory. The session is unusable after.
+func (s *Session) Free() {
+	if s.err == nil {
+		s.end(ErrSessionClosed)
+	}
+	s.ctl.release(s.cfg.Memory)
+	s.data.release(s.cfg.Memory)
+	s.dataMid = 0
 }
 
 // Tick runs keepalive at time now and returns when it wants to be called
@@ -504,23 +610,76 @@ func (s *Session) Tick(now time.Time) (next time.Time, err error) {
 		return time.Time{}, s.err
 	}
 	s.now = now
+	next = s.expireHeld(now)
 	if s.pingOut {
 		deadline := s.pingSent.Add(s.cfg.PingTimeout)
 		if !now.Before(deadline) {
 			s.end(ErrKeepAliveTimeout)
 			return time.Time{}, s.err
 		}
-		return deadline, nil
+		return earliest(next, deadline), nil
 	}
 	if s.cfg.KeepAliveInterval <= 0 {
-		return time.Time{}, nil
+		return next, s.err
 	}
 	due := s.lastRecv.Add(s.cfg.KeepAliveInterval)
 	if now.Before(due) {
-		return due, nil
+		return earliest(next, due), s.err
 	}
 	s.sendPing(now)
-	return now.Add(s.cfg.PingTimeout), s.err
+	return earliest(next, now.Add(s.cfg.PingTimeout)), s.err
+}
+
+// expireHeld resets the streams whose unconsumed data is older than
+// HeldDataTimeout and returns when the next one would be due (zero: none).
+func (s *Session) expireHeld(now time.Time) (next time.Time) {
+	if s.held == 0 || s.cfg.HeldDataTimeout < 0 {
+		return time.Time{}
+	}
+	var due []*Stream
+	for _, st := range s.streams {
+		if st.heldSince == 0 {
+			continue
+		}
+		at := s.at(st.heldSince).Add(s.cfg.HeldDataTimeout)
+		if !now.Before(at) {
+			due = append(due, st)
+			continue
+		}
+		next = earliest(next, at)
+	}
+	s.heldNext = next
+	slices.SortFunc(due, func(a, b *Stream) int { return cmp.Compare(a.id, b.id) })
+	for _, st := range due {
+		st.resetFor(ResetHeldData, ErrHeldData)
+	}
+	return next
+}
+
+// earliest is the earlier of two instants, the zero time meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// retryWithheld grants the window updates Memory could not afford before,
+// once a buffer was released.
+func (s *Session) retryWithheld() {
+	if s.withheld == 0 || s.err != nil {
+		return
+	}
+	ids := make([]*Stream, 0, s.withheld)
+	for _, st := range s.streams {
+		if st.flags&fWithheld != 0 {
+			ids = append(ids, st)
+		}
+	}
+	slices.SortFunc(ids, func(a, b *Stream) int { return cmp.Compare(a.id, b.id) })
+	for _, st := range ids {
+		st.grant()
+	}
 }
 
 func (s *Session) sendPing(now time.Time) {
@@ -556,7 +715,7 @@ func (s *Session) AppendOutput(dst []byte, limit int) []byte {
 	if s.dataMid == 0 && !s.ctl.empty() {
 		k := min(s.ctl.len(), limit)
 		dst = append(dst, s.ctl.bytes()[:k]...)
-		s.ctl.discard(k)
+		s.ctl.discard(k, s.cfg.Memory)
 		limit -= k
 		if s.ctl.empty() {
 			s.pendingPongs = 0
@@ -585,7 +744,7 @@ func (s *Session) takeData(dst []byte, budget int, onlyCurrent bool) ([]byte, in
 		}
 		k := min(s.dataMid, budget)
 		dst = append(dst, s.data.bytes()[:k]...)
-		s.data.discard(k)
+		s.data.discard(k, s.cfg.Memory)
 		s.dataMid -= k
 		budget -= k
 	}

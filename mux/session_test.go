@@ -759,7 +759,7 @@ func TestQueueGrowth(t *testing.T) {
 	allocs := 0
 	lastCap := 0
 	for range 4000 {
-		q.write(p)
+		q.write(p, nil)
 		if cap(q.b) != lastCap {
 			allocs++
 			lastCap = cap(q.b)
@@ -768,7 +768,7 @@ func TestQueueGrowth(t *testing.T) {
 	if q.len() != 4000*1000 || allocs > 12 {
 		t.Fatalf("len %d, %d buffer changes", q.len(), allocs)
 	}
-	q.discard(q.len())
+	q.discard(q.len(), nil)
 	if q.b != nil {
 		t.Fatal("not released")
 	}

@@ -1,6 +1,9 @@
 package mux
 
-import "io"
+import (
+	"io"
+	"math"
+)
 
 // StreamState is where a stream is in its lifecycle (spec.md "Stream
 // Close", go-yamux half-close semantics):
@@ -127,6 +130,7 @@ const (
 	fDelivering               // inside OnData/OnFIN for this stream
 	fFINDelivered             // OnFIN was called on the current handler
 	fRemoved                  // no longer in Session.streams
+	fWithheld                 // a window update waits for Memory (counted in Session.withheld)
 )
 
 // Stream is one yamux stream. It is owned by its Session and, like it, must
@@ -137,14 +141,24 @@ type Stream struct {
 	h          Handler
 	err        error // why the stream was reset
 	rb         queue // unread received bytes, ≤ recvWindow
-	lastGrant  int64 // Session.now (UnixNano) of our last window update
+	lastGrant  int64 // Session.mono() of our last window update
+	heldSince  int64 // Session.mono() since rb has held bytes without the handler consuming any; 0: none
 	id         uint32
 	sendWindow uint32 // bytes we may still send
 	recvWindow uint32 // window we grant (auto-tuned up to Config.MaxWindow)
 	recvCredit uint32 // bytes the peer may still send
+	extra      uint32 // the part of recvCredit granted by our window updates (backed by Memory)
 	state      StreamState
-	flags      uint8
+	flags      uint16
+	tag        uint16 // the embedder's (SetTag)
 }
+
+// SetTag stores a small number for the embedder (which protocol the stream
+// carries, say), read back with Tag, in OnStreamEnd too.
+func (st *Stream) SetTag(t uint16) { st.tag = t }
+
+// Tag returns what SetTag stored (0 by default).
+func (st *Stream) Tag() uint16 { return st.tag }
 
 // ID returns the stream ID (odd: opened by the client, even: by the server).
 func (st *Stream) ID() uint32 { return st.id }
@@ -310,8 +324,68 @@ func (st *Stream) ResetWithCode(code uint32) error {
 	st.err = &StreamError{Code: code}
 	s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagRST, StreamID: st.id, Length: code})
 	s.remove(st)
-	st.rb.release()
+	st.releaseBuffer()
 	return nil
+}
+
+// resetFor resets the stream on the session's own finding (reason, a
+// Reset* token), and tells the handler err.
+func (st *Stream) resetFor(reason string, err error) {
+	s := st.sess
+	h := st.h
+	st.ResetWithCode(0)
+	st.err = err
+	if s.cfg.OnRefuse != nil {
+		s.cfg.OnRefuse(reason)
+	}
+	if h != nil {
+		h.OnReset(st, err)
+	}
+}
+
+// releaseBuffer drops the receive buffer, returns its charge, and lets
+// streams waiting for memory have their window.
+func (st *Stream) releaseBuffer() {
+	had := st.rb.b != nil
+	st.rb.release(st.sess.cfg.Memory)
+	if had {
+		st.sess.retryWithheld()
+	}
+}
+
+// buffer keeps p, which arrived within the window but was not consumed, in
+// the receive buffer, reserving its memory. A stream whose data, within
+// the window we granted, does not fit the meter is reset (the rest of its
+// frame is skipped); the connection goes on.
+func (st *Stream) buffer(p []byte) bool {
+	s := st.sess
+	empty := st.rb.len() == 0
+	if _, ok := st.rb.reserve(len(p), s.cfg.Memory, true); !ok {
+		st.resetFor(ResetMemory, ErrStreamMemory)
+		return false
+	}
+	st.rb.b = append(st.rb.b, p...)
+	if empty {
+		st.heldSince = s.mono()
+		s.held++
+		s.noteHeld(st.heldSince)
+	}
+	return true
+}
+
+// consumed records that the handler took n > 0 buffered bytes: the hold
+// timer restarts, or stops when the buffer is empty.
+func (st *Stream) consumed() {
+	s := st.sess
+	if st.heldSince == 0 {
+		return
+	}
+	if st.rb.len() == 0 {
+		st.heldSince = 0
+		s.held--
+		return
+	}
+	st.heldSince = s.mono()
 }
 
 // Peek returns the unread bytes buffered in the stream. The slice is valid
@@ -328,8 +402,17 @@ func (st *Stream) Discard(n int) {
 	if n == 0 {
 		return
 	}
-	st.rb.discard(n)
+	st.discard(n)
 	st.grant()
+}
+
+// discard drops n consumed bytes from the receive buffer.
+func (st *Stream) discard(n int) {
+	st.rb.off += n
+	if st.rb.off == len(st.rb.b) {
+		st.releaseBuffer()
+	}
+	st.consumed()
 }
 
 // Read copies buffered bytes into p and consumes them. With nothing
@@ -358,8 +441,9 @@ func (st *Stream) Read(p []byte) (int, error) {
 // when nothing is buffered) and buffers what it leaves.
 func (st *Stream) deliver(p []byte) {
 	if st.h == nil || st.rb.len() > 0 || st.flags&fDelivering != 0 {
-		st.rb.write(p)
-		st.redeliver()
+		if st.buffer(p) {
+			st.redeliver()
+		}
 		return
 	}
 	st.flags |= fDelivering
@@ -379,8 +463,8 @@ func (st *Stream) deliver(p []byte) {
 		}
 	}
 	st.flags &^= fDelivering
-	if len(p) > 0 {
-		st.rb.write(p)
+	if len(p) > 0 && !st.buffer(p) {
+		return
 	}
 	st.grant()
 }
@@ -405,7 +489,7 @@ func (st *Stream) redeliver() {
 				return
 			}
 			if n > 0 {
-				st.rb.discard(n)
+				st.discard(n)
 				st.grant()
 			}
 			if st.h != h {
@@ -445,13 +529,36 @@ func (st *Stream) grant() {
 	if free < st.recvWindow/2 {
 		return
 	}
-	now := s.now.UnixNano()
+	// The credit we grant may all arrive and be held: withhold it while the
+	// meter, less the credit already granted, cannot afford it (the peer
+	// waits, as flow control intends) and grant it once buffers are
+	// released (Session.retryWithheld). Only a stream's initial window is
+	// credit we never backed: yamux grants it at open, and a peer that
+	// fills more of those than the share holds gets those streams reset.
+	m := s.cfg.Memory
+	room := int64(math.MaxInt64)
+	if m != nil {
+		room = int64(m.Available()) - s.extra
+	}
+	if room < int64(free) {
+		if st.flags&fWithheld == 0 {
+			st.flags |= fWithheld
+			s.withheld++
+		}
+		return
+	}
+	if st.flags&fWithheld != 0 {
+		st.flags &^= fWithheld
+		s.withheld--
+	}
+	now := s.mono()
 	if s.rtt > 0 && st.lastGrant != 0 && now-st.lastGrant < 4*int64(s.rtt) && st.recvWindow < s.cfg.MaxWindow {
 		nw := s.cfg.MaxWindow
 		if st.recvWindow <= nw/2 {
 			nw = st.recvWindow * 2
 		}
-		if grow := nw - st.recvWindow; s.growth+int64(grow) <= s.cfg.MaxWindowGrowth {
+		grow := nw - st.recvWindow
+		if s.growth+int64(grow) <= s.cfg.MaxWindowGrowth && room >= int64(free+grow) {
 			s.growth += int64(grow)
 			st.recvWindow = nw
 			free += grow
@@ -459,6 +566,9 @@ func (st *Stream) grant() {
 	}
 	st.lastGrant = now
 	st.recvCredit += free
+	s.credit += int64(free)
+	st.extra += free
+	s.extra += int64(free)
 	s.queueCtl(Header{Type: TypeWindowUpdate, StreamID: st.id, Length: free})
 }
 
@@ -485,7 +595,7 @@ func (st *Stream) kill(err error) {
 	st.state = StreamReset
 	st.err = err
 	st.sess.remove(st)
-	st.rb.release()
+	st.releaseBuffer()
 	if st.h != nil {
 		st.h.OnReset(st, err)
 	}

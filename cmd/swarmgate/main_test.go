@@ -148,7 +148,10 @@ func TestServeDrainOnSIGTERM(t *testing.T) {
 		t.Skip("1,000 connections")
 	}
 	bin := buildSwarmgate(t)
-	cmd, addr := startServe(t, bin, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-echo", "-drain-timeout", "20s")
+	// One client identity opens every connection and stream: the per-peer
+	// limits are lifted.
+	cmd, addr := startServe(t, bin, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-echo", "-drain-timeout", "20s",
+		"-max-conns-per-peer", "-1", "-max-peer-streams", "-1", "-max-protocol-streams", "-1")
 	h, err := libp2p.New(libp2p.Config{Engine: engine.Config{Logger: testutil.Quiet}})
 	if err != nil {
 		t.Fatal(err)

@@ -51,6 +51,12 @@ type Config struct {
 	ConnBurstPerIP    int
 	MaxStreams        int
 	MemoryBudget      byteSize
+	ConnMemory        byteSize
+	PeerMemory        byteSize
+	SourceMemory      byteSize
+	MaxConnsPerPeer   int
+	MaxPeerStreams    int
+	MaxProtoStreams   int
 	LimitLoopback     bool
 	LimitExempt       multiFlag
 	TrustedProxies    multiFlag
@@ -68,7 +74,8 @@ var flagGroups = []struct {
 	{"Serving", []string{"listen", "key", "config"}},
 	{"Protocols", []string{"echo", "ws-echo", "ws-max-message", "insecure-plaintext"}},
 	{"TLS (/tls/ws, /wss)", []string{"tls-cert", "tls-key", "tls-curves"}},
-	{"Limits (per source: IPv4 address or IPv6 /56; loopback exempt unless -limit-loopback)", []string{"max-conns", "max-conns-per-ip", "max-conns-per-subnet", "conn-rate-per-ip", "conn-burst-per-ip", "max-streams", "memory-budget", "limit-loopback", "limit-exempt", "trusted-proxy"}},
+	{"Limits (per source: IPv4 address or IPv6 /56; loopback exempt unless -limit-loopback)", []string{"max-conns", "max-conns-per-ip", "max-conns-per-subnet", "conn-rate-per-ip", "conn-burst-per-ip", "limit-loopback", "limit-exempt", "trusted-proxy"}},
+	{"Resources a peer may hold (connection, peer ID, source, server)", []string{"conn-memory", "peer-memory", "source-memory", "memory-budget", "max-conns-per-peer", "max-streams", "max-peer-streams", "max-protocol-streams"}},
 	{"Lifecycle", []string{"idle-timeout", "drain-timeout"}},
 	{"Observability", []string{"metrics", "profile-rates", "log-level", "log-format"}},
 }
@@ -102,6 +109,12 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.IntVar(&c.ConnBurstPerIP, "conn-burst-per-ip", 0, fmt.Sprintf("new connections a source may open at once (0: %d)", admission.DefaultConnBurstPerIP))
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, fmt.Sprintf("most yamux streams per connection and direction (0: %d, as go-yamux)", admission.DefaultMaxStreams))
 	fs.Var(&c.MemoryBudget, "memory-budget", fmt.Sprintf("byte budget for connection buffers, e.g. 512MiB, 2GiB (0: %s; -1: unlimited); new connections are refused beyond it", byteSize(admission.DefaultMemoryBudget)))
+	fs.Var(&c.ConnMemory, "conn-memory", fmt.Sprintf("most bytes one connection may hold: stream buffers, queued output, partial frames (0: %s; -1: unlimited); near it windows stop growing and new streams are refused", byteSize(admission.DefaultConnMemory)))
+	fs.Var(&c.PeerMemory, "peer-memory", fmt.Sprintf("most bytes one peer ID may hold across its connections (0: %s; -1: unlimited)", byteSize(admission.DefaultPeerMemory)))
+	fs.Var(&c.SourceMemory, "source-memory", fmt.Sprintf("most bytes one IPv4 address or IPv6 /56 may hold (0: %s; -1: unlimited)", byteSize(admission.DefaultSourceMemory)))
+	fs.IntVar(&c.MaxConnsPerPeer, "max-conns-per-peer", 0, fmt.Sprintf("most connections of one peer ID (0: %d, as go-libp2p; -1: unlimited)", admission.DefaultMaxConnsPerPeer))
+	fs.IntVar(&c.MaxPeerStreams, "max-peer-streams", 0, fmt.Sprintf("most streams one peer may have open towards us (0: %d; -1: unlimited)", admission.DefaultMaxPeerStreams))
+	fs.IntVar(&c.MaxProtoStreams, "max-protocol-streams", 0, fmt.Sprintf("most streams of one protocol one peer may have open (0: %d; -1: unlimited)", admission.DefaultMaxProtocolStreams))
 	fs.BoolVar(&c.LimitLoopback, "limit-loopback", false, "apply the per-IP, per-subnet and rate limits to loopback clients too (default: loopback is exempt, as go-libp2p)")
 	fs.Var(&c.LimitExempt, "limit-exempt", "CIDR or address free of the per-IP, per-subnet and rate limits, e.g. a carrier-grade NAT or a monitoring host (repeatable)")
 	fs.Var(&c.TrustedProxies, "trusted-proxy", "CIDR or address of a proxy whose X-Forwarded-For / Forwarded / X-Real-IP is believed (repeatable; default: none, headers ignored)")
@@ -321,15 +334,21 @@ func (c *Config) limits() (admission.Limits, error) {
 		exempt = append(exempt, p)
 	}
 	return admission.Limits{
-		MaxConns:          c.MaxConns,
-		MaxConnsPerIP:     c.MaxConnsPerIP,
-		MaxConnsPerSubnet: c.MaxConnsPerSubnet,
-		ConnRatePerIP:     c.ConnRatePerIP,
-		ConnBurstPerIP:    c.ConnBurstPerIP,
-		MaxStreams:        c.MaxStreams,
-		MemoryBudget:      int64(c.MemoryBudget),
-		LimitLoopback:     c.LimitLoopback,
-		Exempt:            exempt,
+		MaxConns:           c.MaxConns,
+		MaxConnsPerIP:      c.MaxConnsPerIP,
+		MaxConnsPerSubnet:  c.MaxConnsPerSubnet,
+		ConnRatePerIP:      c.ConnRatePerIP,
+		ConnBurstPerIP:     c.ConnBurstPerIP,
+		MaxStreams:         c.MaxStreams,
+		MemoryBudget:       int64(c.MemoryBudget),
+		ConnMemory:         int64(c.ConnMemory),
+		PeerMemory:         int64(c.PeerMemory),
+		SourceMemory:       int64(c.SourceMemory),
+		MaxConnsPerPeer:    c.MaxConnsPerPeer,
+		MaxPeerStreams:     c.MaxPeerStreams,
+		MaxProtocolStreams: c.MaxProtoStreams,
+		LimitLoopback:      c.LimitLoopback,
+		Exempt:             exempt,
 	}, nil
 }
 

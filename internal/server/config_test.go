@@ -52,6 +52,12 @@ func TestServeConfigFile(t *testing.T) {
 	file := `{
 		"listen": ["/ip4/0.0.0.0/tcp/4001/ws", "/ip6/::/tcp/4001/ws"],
 		"echo": true,
+		"conn-memory": "2MiB",
+		"peer-memory": "6MiB",
+		"source-memory": -1,
+		"max-conns-per-peer": 4,
+		"max-peer-streams": 100,
+		"max-protocol-streams": 10,
 		"ws-echo": "/echo",
 		"metrics": "127.0.0.1:9464",
 		"ws-max-message": 1048576,
@@ -81,9 +87,11 @@ func TestServeConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		ConfigFile:   c.ConfigFile,
-		Listen:       multiFlag{"/ip4/127.0.0.1/tcp/0/ws"}, // the command line replaces the file's list
-		Echo:         true,
+		ConfigFile: c.ConfigFile,
+		Listen:     multiFlag{"/ip4/127.0.0.1/tcp/0/ws"}, // the command line replaces the file's list
+		Echo:       true,
+		ConnMemory: 2 << 20, PeerMemory: 6 << 20, SourceMemory: -1,
+		MaxConnsPerPeer: 4, MaxPeerStreams: 100, MaxProtoStreams: 10,
 		WSEcho:       "/echo",
 		Metrics:      "127.0.0.1:9464",
 		WSMaxMessage: 1 << 20, Key: "/var/lib/swarmgate/key", ProfileRates: true,

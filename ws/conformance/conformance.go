@@ -63,6 +63,8 @@ type conn struct {
 	br  *bufio.Reader
 	dec ws.Decoder
 	buf []byte
+	// partial is a data message gathered from fragments so far.
+	partial []byte
 }
 
 const ioTimeout = 10 * time.Second
@@ -149,7 +151,6 @@ type frame struct {
 
 // next reads the server's next complete message or control frame.
 func (c *conn) next() (frame, error) {
-	var msg []byte
 	for {
 		for len(c.buf) > 0 {
 			ev, n, err := c.dec.Next(c.buf)
@@ -160,8 +161,12 @@ func (c *conn) next() (frame, error) {
 			}
 			switch ev.Kind {
 			case ws.EventData:
-				msg = append(msg, payload...)
+				// A message's fragments may have control frames between
+				// them (§5.4): what was gathered waits for the rest.
+				c.partial = append(c.partial, payload...)
 				if ev.End {
+					msg := c.partial
+					c.partial = nil
 					return frame{op: ev.Op, payload: msg}, nil
 				}
 			case ws.EventPing:

@@ -124,7 +124,9 @@ func (s *server) gcURL() string {
 func (t tools) peer(name string) []string {
 	switch name {
 	case "swarmgate":
-		return []string{t.loadgen, "serve", "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-echo", "-ws-echo", "/echo", "-metrics", "127.0.0.1:0"}
+		// loadgen is one peer identity for every connection: per-peer limits lifted.
+		return []string{t.loadgen, "serve", "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-echo", "-ws-echo", "/echo", "-metrics", "127.0.0.1:0",
+			"-max-conns-per-peer", "-1", "-max-peer-streams", "-1", "-max-protocol-streams", "-1"}
 	case "go-libp2p":
 		return []string{t.host, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-metrics", "127.0.0.1:0"}
 	case "nbio":

@@ -1,0 +1,171 @@
+package mux
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// testMeter is a connection share of limit bytes.
+type testMeter struct{ used, limit int }
+
+func (m *testMeter) Reserve(n int) bool {
+	if m.used+n > m.limit {
+		return false
+	}
+	m.used += n
+	return true
+}
+func (m *testMeter) Release(n int) {
+	m.used -= n
+	if m.used < 0 {
+		panic("meter released more than it was charged")
+	}
+}
+func (m *testMeter) Charge(n int)   { m.used += n }
+func (m *testMeter) Available() int { return m.limit - m.used }
+
+// A handler that consumes nothing: every stream's data is held.
+func holding() Handler { return &recorder{} }
+
+// Peers fill streams they opened, within the windows we granted, and the
+// handler consumes nothing: the buffers are charged; while the share cannot
+// afford another stream's window new SYNs are refused (RST, counted); data
+// past the share resets that stream (the connection goes on); every charge
+// is returned once the session is freed.
+func TestMemoryShareBoundsHeldData(t *testing.T) {
+	m := &testMeter{limit: 1 << 20} // four initial windows
+	var refusals []string
+	s, sts := serverWith(t, Config{Memory: m, OnRefuse: func(r string) { refusals = append(refusals, r) }}, holding)
+	full := make([]byte, InitialWindow)
+	// Three streams filled: 768 KiB held, 256 KiB left.
+	for id := uint32(1); id <= 5; id += 2 {
+		if _, err := s.Input(frame(TypeData, FlagSYN, id, InitialWindow, full...), t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drain(s) // the ACKs, charged while queued
+	if m.used != 3*InitialWindow || len(*sts) != 3 {
+		t.Fatalf("held %d on %d streams", m.used, len(*sts))
+	}
+	// A fourth stream still fits exactly one window.
+	if _, err := s.Input(frame(TypeWindowUpdate, FlagSYN, 7, 0), t0); err != nil {
+		t.Fatal(err)
+	}
+	if len(*sts) != 4 {
+		t.Fatal("fourth stream refused with a window's room left")
+	}
+	s.Input(frame(TypeData, 0, 7, 1000, make([]byte, 1000)...), t0) // 4 KiB class held
+	// Now less than a window is free: the next SYN is refused.
+	if _, err := s.Input(frame(TypeWindowUpdate, FlagSYN, 9, 0), t0); err != nil {
+		t.Fatal(err)
+	}
+	if len(*sts) != 4 || len(refusals) != 1 || refusals[0] != RefuseMemory {
+		t.Fatalf("streams %d, refusals %v", len(*sts), refusals)
+	}
+	out := parseFrames(t, drain(s))
+	if last := out[len(out)-1]; last.Flags&FlagRST == 0 || last.StreamID != 9 {
+		t.Fatalf("no RST for the refused stream: %+v", out)
+	}
+	// The fourth stream's window is still open; filling it overruns the
+	// share: that stream is reset and told, its data dropped; the session
+	// and the other streams go on.
+	if _, err := s.Input(frame(TypeData, 0, 7, InitialWindow-1000, full[:InitialWindow-1000]...), t0); err != nil {
+		t.Fatalf("over the share: %v", err)
+	}
+	if (*sts)[3].State() != StreamReset || s.NumStreams() != 3 || refusals[len(refusals)-1] != ResetMemory {
+		t.Fatalf("stream 7 %v, %d streams, refusals %v", (*sts)[3].State(), s.NumStreams(), refusals)
+	}
+	if r := (*sts)[3].Handler().(*recorder); len(r.resets) != 1 || !errors.Is(r.resets[0], ErrStreamMemory) {
+		t.Fatalf("handler told %v", r.resets)
+	}
+	out = parseFrames(t, drain(s))
+	if last := out[len(out)-1]; last.Flags&FlagRST == 0 || last.StreamID != 7 {
+		t.Fatalf("want RST for stream 7, got %+v", out)
+	}
+	if m.used != 3*InitialWindow {
+		t.Fatalf("held %d after the reset, want the three full streams", m.used)
+	}
+	s.Free()
+	if m.used != 0 {
+		t.Fatalf("%d bytes still charged after Free", m.used)
+	}
+}
+
+// Near the share, window updates are withheld (the peer waits) and granted
+// once memory is released.
+func TestMemoryWithholdsWindow(t *testing.T) {
+	m := &testMeter{limit: InitialWindow + 64<<10}
+	r := &recorder{}
+	s, sts := serverWith(t, Config{Memory: m}, func() Handler { return r })
+	full := make([]byte, InitialWindow)
+	s.Input(frame(TypeData, FlagSYN, 1, InitialWindow, full...), t0)
+	st := (*sts)[0]
+	drain(s)
+	// Consume half: a grant of 128 KiB is due, but only 64 KiB... the
+	// buffer is still the 256 KiB class, so nothing is affordable.
+	st.Discard(InitialWindow / 2)
+	if hs := parseFrames(t, drain(s)); len(hs) != 0 {
+		t.Fatalf("window granted with no memory to back it: %+v", hs)
+	}
+	if st.flags&fWithheld == 0 || s.withheld != 1 {
+		t.Fatal("withheld grant not recorded")
+	}
+	// Consuming the rest releases the buffer: the update goes out.
+	st.Discard(InitialWindow / 2)
+	hs := parseFrames(t, drain(s))
+	if len(hs) != 1 || hs[0].Type != TypeWindowUpdate || hs[0].Length != InitialWindow {
+		t.Fatalf("grant after release: %+v", hs)
+	}
+	if s.withheld != 0 || m.used != 0 {
+		t.Fatalf("withheld %d, used %d", s.withheld, m.used)
+	}
+	if c := s.ReceiveCredit(); c != InitialWindow {
+		t.Fatalf("credit %d after the grant", c)
+	}
+}
+
+// A handler that stops consuming does not pin its buffer: past
+// HeldDataTimeout the stream is reset and the handler told.
+func TestHeldDataTimeout(t *testing.T) {
+	m := &testMeter{limit: 4 << 20}
+	var refusals []string
+	r := &recorder{}
+	s, _ := serverWith(t, Config{Memory: m, HeldDataTimeout: 30 * time.Second, OnRefuse: func(x string) { refusals = append(refusals, x) }},
+		func() Handler { return r })
+	s.Input(frame(TypeData, FlagSYN, 1, 100, make([]byte, 100)...), t0)
+	next, _ := s.Tick(t0.Add(time.Second))
+	if !next.Equal(t0.Add(30 * time.Second)) {
+		t.Fatalf("next deadline %v", next)
+	}
+	s.Tick(t0.Add(30 * time.Second))
+	if len(r.resets) != 1 || !errors.Is(r.resets[0], ErrHeldData) || len(refusals) != 1 || refusals[0] != ResetHeldData {
+		t.Fatalf("resets %v, refusals %v", r.resets, refusals)
+	}
+	if hs := parseFrames(t, drain(s)); hs[len(hs)-1].Flags&FlagRST == 0 {
+		t.Fatalf("no RST sent: %+v", hs)
+	}
+	if m.used != 0 || s.held != 0 || s.NumStreams() != 0 {
+		t.Fatalf("used %d held %d streams %d", m.used, s.held, s.NumStreams())
+	}
+}
+
+// Output queues are charged while they hold bytes and released once
+// written out.
+func TestMemoryChargesOutput(t *testing.T) {
+	m := &testMeter{limit: 4 << 20}
+	s, sts := serverWith(t, Config{Memory: m}, func() Handler { return &recorder{consume: true} })
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 1, 0), t0)
+	st := (*sts)[0]
+	drain(s)
+	if _, err := st.Write(make([]byte, 10000)); err != nil {
+		t.Fatal(err)
+	}
+	if m.used == 0 {
+		t.Fatal("queued output not charged")
+	}
+	drain(s)
+	if m.used != 0 {
+		t.Fatalf("%d bytes charged after the output was taken", m.used)
+	}
+}

@@ -109,7 +109,7 @@ type Host struct {
 	protos atomic.Pointer[protoSet]
 	// protoIDs interns protocol ids for stream tags (append-only; index 0
 	// is unused): read without a lock on every stream, written under mu.
-	protoIDs  sync.Map                  // string → uint16
+	protoIDs  sync.Map                 // string → uint16
 	protoList atomic.Pointer[[]string] // index → id
 	addrs     atomic.Pointer[[]ma.Multiaddr]
 	// upgrading counts connections between WebSocket handshake and yamux.

@@ -41,11 +41,23 @@ const (
 	HeaderXRealIP
 )
 
-// DefaultProxyHeaders is the order headers are consulted in: the first
-// one present decides. Configure only the header your proxy sets when you
-// can: a proxy that passes another header through untouched lets the
-// client write it.
-var DefaultProxyHeaders = []ProxyHeader{HeaderXForwardedFor, HeaderForwarded, HeaderXRealIP}
+// DefaultProxyHeader is what a proxy named without a header is trusted
+// for. Each proxy is trusted for exactly one header, the one it sets: a
+// proxy passes the others through untouched, so the client writes them
+// (a proxy that sets only X-Real-IP and forwards the client's own
+// X-Forwarded-For would otherwise let the client choose the address the
+// per-source limits count). X-Forwarded-For is the default because the
+// proxies in front of libp2p nodes append to it (nginx
+// $proxy_add_x_forwarded_for, HAProxy, Envoy, cloud load balancers) and
+// its right-most untrusted entry cannot be forged.
+const DefaultProxyHeader = HeaderXForwardedFor
+
+// proxyHeaderNames are the names a -trusted-proxy spec may give.
+var proxyHeaderNames = map[string]ProxyHeader{
+	"x-forwarded-for": HeaderXForwardedFor,
+	"forwarded":       HeaderForwarded,
+	"x-real-ip":       HeaderXRealIP,
+}
 
 // Client address sources, stable tokens for a metric label
 // (swarmgate_proxy_client_addr_total{source}, proposed).
@@ -60,24 +72,32 @@ const (
 	SourceTooManyHops   = "too_many_hops"   // more than MaxProxyHops trusted entries: the peer
 )
 
-// TrustedProxies is the set of proxies whose address headers are believed.
-// A nil *TrustedProxies trusts no one. It is read-only after creation and
-// safe for concurrent use.
+// TrustedProxies is the set of proxies whose address headers are believed,
+// each for the one header it sets. A nil *TrustedProxies trusts no one.
+// It is read-only after creation and safe for concurrent use.
 type TrustedProxies struct {
 	prefixes []netip.Prefix
-	headers  []ProxyHeader
+	headers  []ProxyHeader // headers[i] is what prefixes[i] is trusted for
 }
 
-// NewTrustedProxies parses CIDRs ("10.0.0.0/8", "2001:db8::/32") or single
-// addresses ("192.0.2.1", "::1") and the headers to consult, in order
-// (none: DefaultProxyHeaders).
-func NewTrustedProxies(cidrs []string, headers ...ProxyHeader) (*TrustedProxies, error) {
-	t := &TrustedProxies{headers: headers}
-	if len(t.headers) == 0 {
-		t.headers = DefaultProxyHeaders
-	}
-	for _, s := range cidrs {
+// NewTrustedProxies parses proxy specs: a CIDR ("10.0.0.0/8",
+// "2001:db8::/32") or a single address ("192.0.2.1", "::1"), optionally
+// followed by "=" and the one header that proxy sets: x-forwarded-for
+// (DefaultProxyHeader), forwarded or x-real-ip. A connection from a proxy
+// is read for that header only; when several specs contain the address, the
+// most specific one (the longest prefix) decides.
+func NewTrustedProxies(specs []string) (*TrustedProxies, error) {
+	t := &TrustedProxies{}
+	for _, spec := range specs {
+		s, hname, named := strings.Cut(strings.TrimSpace(spec), "=")
 		s = strings.TrimSpace(s)
+		h := DefaultProxyHeader
+		if named {
+			var ok bool
+			if h, ok = proxyHeaderNames[strings.ToLower(strings.TrimSpace(hname))]; !ok {
+				return nil, fmt.Errorf("admission: trusted proxy %q: unknown header %q (want x-forwarded-for, forwarded or x-real-ip)", spec, hname)
+			}
+		}
 		var p netip.Prefix
 		var err error
 		if strings.Contains(s, "/") {
@@ -89,20 +109,32 @@ func NewTrustedProxies(cidrs []string, headers ...ProxyHeader) (*TrustedProxies,
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("admission: trusted proxy %q: %w", s, err)
+			return nil, fmt.Errorf("admission: trusted proxy %q: %w", spec, err)
 		}
 		p = p.Masked()
 		if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:a.b.c.d/n is an IPv4 prefix
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		t.prefixes = append(t.prefixes, p)
-	}
-	for _, h := range t.headers {
-		if h < HeaderXForwardedFor || h > HeaderXRealIP {
-			return nil, fmt.Errorf("admission: unknown proxy header %d", h)
-		}
+		t.headers = append(t.headers, h)
 	}
 	return t, nil
+}
+
+// header is the header peer is trusted for (0: not a trusted proxy).
+func (t *TrustedProxies) header(a netip.Addr) ProxyHeader {
+	if t == nil || !a.IsValid() {
+		return 0
+	}
+	a = a.Unmap().WithZone("")
+	var h ProxyHeader
+	bits := -1
+	for i, p := range t.prefixes {
+		if p.Bits() > bits && p.Contains(a) {
+			h, bits = t.headers[i], p.Bits()
+		}
+	}
+	return h
 }
 
 // Trusted reports whether a is one of the proxies.
@@ -124,29 +156,25 @@ func (t *TrustedProxies) Trusted(a netip.Addr) bool {
 // peer, whatever the headers say. Header values are as received (one
 // field's value; the codec keeps the last of repeated fields).
 func (t *TrustedProxies) ClientAddr(peer netip.Addr, xff, realIP, forwarded []byte) (netip.Addr, string) {
-	if !t.Trusted(peer) {
+	var a netip.Addr
+	var src string
+	switch t.header(peer) {
+	case 0:
 		return peer, SourcePeer
+	case HeaderXForwardedFor:
+		a, src = t.fromXFF(xff)
+	case HeaderForwarded:
+		a, src = t.fromForwarded(forwarded)
+	case HeaderXRealIP:
+		a, src = fromRealIP(realIP)
 	}
-	for _, h := range t.headers {
-		var a netip.Addr
-		var src string
-		switch h {
-		case HeaderXForwardedFor:
-			a, src = t.fromXFF(xff)
-		case HeaderForwarded:
-			a, src = t.fromForwarded(forwarded)
-		case HeaderXRealIP:
-			a, src = fromRealIP(realIP)
-		}
-		switch src {
-		case "": // absent: next header
-		case SourceXForwardedFor, SourceForwarded, SourceXRealIP:
-			return a, src
-		default:
-			return peer, src
-		}
+	switch src {
+	case "": // absent
+		return peer, SourceNoHeader
+	case SourceXForwardedFor, SourceForwarded, SourceXRealIP:
+		return a, src
 	}
-	return peer, SourceNoHeader
+	return peer, src
 }
 
 // nodeKind classifies one chain entry.

@@ -2,12 +2,21 @@ package admission
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
-func testProxies(t testing.TB, headers ...ProxyHeader) *TrustedProxies {
+// testProxies trusts a few prefixes, each for header (a -trusted-proxy
+// name; "" for the default).
+func testProxies(t testing.TB, header string) *TrustedProxies {
 	t.Helper()
-	tp, err := NewTrustedProxies([]string{"10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.1", " ::ffff:172.16.0.0/108 "}, headers...)
+	specs := []string{"10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.1", " ::ffff:172.16.0.0/108 "}
+	if header != "" {
+		for i := range specs {
+			specs[i] += "=" + header
+		}
+	}
+	tp, err := NewTrustedProxies(specs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -15,7 +24,7 @@ func testProxies(t testing.TB, headers ...ProxyHeader) *TrustedProxies {
 }
 
 func TestTrustedProxiesParse(t *testing.T) {
-	tp := testProxies(t)
+	tp := testProxies(t, "")
 	for s, want := range map[string]bool{
 		"10.1.2.3": true, "::ffff:10.1.2.3": true, "192.0.2.1": true, "192.0.2.2": false,
 		"172.16.5.5": true, "172.31.0.1": true, "172.32.0.1": false, "2001:db8:ffff:1::9": true, "2001:db8:fffe::1": false,
@@ -30,7 +39,7 @@ func TestTrustedProxiesParse(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	if _, err := NewTrustedProxies(nil, ProxyHeader(9)); err == nil {
+	if _, err := NewTrustedProxies([]string{"10.0.0.0/8=x-client-ip"}); err == nil {
 		t.Error("unknown header accepted")
 	}
 	var none *TrustedProxies
@@ -41,7 +50,6 @@ func TestTrustedProxiesParse(t *testing.T) {
 }
 
 func TestClientAddr(t *testing.T) {
-	tp := testProxies(t)
 	proxy := "10.0.0.5"
 	for _, tc := range []struct {
 		name, peer, xff, realIP, fwd string
@@ -60,7 +68,7 @@ func TestClientAddr(t *testing.T) {
 		{"xff mapped", proxy, "::ffff:203.0.113.9", "", "", "203.0.113.9", SourceXForwardedFor},
 		{"xff zone dropped", proxy, "fe80::1%eth0", "", "", "fe80::1", SourceXForwardedFor},
 		{"xff empty elements", proxy, ",203.0.113.9,, ", "", "", "203.0.113.9", SourceXForwardedFor},
-		{"xff only commas: absent", proxy, " , ,", "203.0.113.4", "", "203.0.113.4", SourceXRealIP},
+		{"xff only commas: absent", proxy, " , ,", "203.0.113.4", "", proxy, SourceNoHeader},
 		{"xff malformed right of client", proxy, "203.0.113.9, bogus", "", "", proxy, SourceMalformed},
 		{"xff truncated", proxy, "203.0.113.9, 10.0.0.", "", "", proxy, SourceMalformed},
 		{"xff bad port", proxy, "203.0.113.9:99999", "", "", proxy, SourceMalformed},
@@ -68,7 +76,7 @@ func TestClientAddr(t *testing.T) {
 		{"xff unclosed bracket", proxy, "[2001:db8::7", "", "", proxy, SourceMalformed},
 		{"xff bracketed ipv4", proxy, "[203.0.113.9]", "", "", proxy, SourceMalformed},
 		{"xff unknown", proxy, "unknown", "", "", proxy, SourceUnknown},
-		{"xff wins over forwarded", proxy, "203.0.113.9", "", "for=203.0.113.1", "203.0.113.9", SourceXForwardedFor},
+		{"only the proxy's header is read", proxy, "203.0.113.9", "203.0.113.4", "for=203.0.113.1", "203.0.113.9", SourceXForwardedFor},
 
 		{"forwarded simple", proxy, "", "", "for=203.0.113.1", "203.0.113.1", SourceForwarded},
 		{"forwarded case and params", proxy, "", "", `For=203.0.113.1;proto=https;by=10.0.0.5, for=10.0.0.7;host="example.com"`, "203.0.113.1", SourceForwarded},
@@ -79,7 +87,7 @@ func TestClientAddr(t *testing.T) {
 		{"forwarded right-most untrusted", proxy, "", "", "for=6.6.6.6, for=203.0.113.1, for=192.0.2.1", "203.0.113.1", SourceForwarded},
 		{"forwarded obfuscated client", proxy, "", "", "for=_hidden, for=10.0.0.1", proxy, SourceUnknown},
 		{"forwarded unknown", proxy, "", "", "for=unknown", proxy, SourceUnknown},
-		{"forwarded no for: absent", proxy, "", "203.0.113.4", "proto=https;host=x", "203.0.113.4", SourceXRealIP},
+		{"forwarded no for: absent", proxy, "", "203.0.113.4", "proto=https;host=x", proxy, SourceNoHeader},
 		{"forwarded unterminated", proxy, "", "", `for="203.0.113.1`, proxy, SourceMalformed},
 		{"forwarded unbalanced client quote", proxy, "", "", `for="6.6.6.6, for=203.0.113.1`, proxy, SourceMalformed},
 		{"forwarded duplicate for", proxy, "", "", "for=203.0.113.1;for=203.0.113.2", proxy, SourceMalformed},
@@ -95,6 +103,15 @@ func TestClientAddr(t *testing.T) {
 		{"x-real-ip unknown", proxy, "", "unknown", "", proxy, SourceUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// The proxy is trusted for the header the case is about.
+			header := "x-forwarded-for"
+			switch {
+			case strings.HasPrefix(tc.name, "forwarded"):
+				header = "forwarded"
+			case strings.HasPrefix(tc.name, "x-real-ip"):
+				header = "x-real-ip"
+			}
+			tp := testProxies(t, header)
 			got, src := tp.ClientAddr(netip.MustParseAddr(tc.peer), []byte(tc.xff), []byte(tc.realIP), []byte(tc.fwd))
 			if got != netip.MustParseAddr(tc.want) || src != tc.src {
 				t.Fatalf("got %v %s, want %s %s", got, src, tc.want, tc.src)
@@ -105,7 +122,7 @@ func TestClientAddr(t *testing.T) {
 
 // A run of trusted entries longer than MaxProxyHops falls back to the peer.
 func TestClientAddrHopBound(t *testing.T) {
-	tp := testProxies(t)
+	tp := testProxies(t, "")
 	peer := netip.MustParseAddr("10.0.0.5")
 	xff := []byte("203.0.113.9")
 	fwd := []byte("for=203.0.113.9")
@@ -116,7 +133,7 @@ func TestClientAddrHopBound(t *testing.T) {
 	if a, src := tp.ClientAddr(peer, xff, nil, nil); a != peer || src != SourceTooManyHops {
 		t.Fatalf("xff: %v %s", a, src)
 	}
-	if a, src := tp.ClientAddr(peer, nil, nil, fwd); a != peer || src != SourceTooManyHops {
+	if a, src := testProxies(t, "forwarded").ClientAddr(peer, nil, nil, fwd); a != peer || src != SourceTooManyHops {
 		t.Fatalf("forwarded: %v %s", a, src)
 	}
 	// Long chains to the left of the client cost nothing.
@@ -130,30 +147,45 @@ func TestClientAddrHopBound(t *testing.T) {
 	}
 }
 
-// Only the configured headers are read, in the configured order.
-func TestClientAddrHeaderOrder(t *testing.T) {
-	peer := netip.MustParseAddr("10.0.0.5")
-	tp := testProxies(t, HeaderXRealIP)
-	if a, src := tp.ClientAddr(peer, []byte("203.0.113.9"), nil, nil); a != peer || src != SourceNoHeader {
-		t.Fatalf("xff read though not configured: %v %s", a, src)
+// Each proxy is read for its own header only. With nginx setting only
+// X-Real-IP and passing the client's X-Forwarded-For through, the client
+// must not choose its address: the proxy is trusted for x-real-ip, and the
+// forged X-Forwarded-For is never read.
+func TestClientAddrPerProxyHeader(t *testing.T) {
+	tp, err := NewTrustedProxies([]string{"10.0.0.0/8=x-real-ip", "10.9.0.0/16=forwarded", "192.0.2.1"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	tp = testProxies(t, HeaderForwarded, HeaderXForwardedFor)
-	if a, src := tp.ClientAddr(peer, []byte("203.0.113.9"), nil, []byte("for=203.0.113.1")); a != netip.MustParseAddr("203.0.113.1") || src != SourceForwarded {
-		t.Fatalf("order: %v %s", a, src)
+	nginx := netip.MustParseAddr("10.0.0.5")
+	forged := []byte("203.0.113.66")
+	if a, src := tp.ClientAddr(nginx, forged, []byte("198.51.100.7"), nil); a != netip.MustParseAddr("198.51.100.7") || src != SourceXRealIP {
+		t.Fatalf("x-real-ip proxy: %v %s", a, src)
+	}
+	if a, src := tp.ClientAddr(nginx, forged, nil, nil); a != nginx || src != SourceNoHeader {
+		t.Fatalf("x-real-ip proxy without its header read X-Forwarded-For: %v %s", a, src)
+	}
+	// The most specific prefix decides.
+	inner := netip.MustParseAddr("10.9.1.1")
+	if a, src := tp.ClientAddr(inner, forged, []byte("198.51.100.7"), []byte("for=198.51.100.8")); a != netip.MustParseAddr("198.51.100.8") || src != SourceForwarded {
+		t.Fatalf("forwarded proxy: %v %s", a, src)
+	}
+	// Without a header name: X-Forwarded-For.
+	if a, src := tp.ClientAddr(netip.MustParseAddr("192.0.2.1"), []byte("198.51.100.9"), []byte("203.0.113.66"), nil); a != netip.MustParseAddr("198.51.100.9") || src != SourceXForwardedFor {
+		t.Fatalf("default header: %v %s", a, src)
 	}
 }
 
 // Every truncation of valid headers gives an address from the header or
 // the peer, never a panic.
 func TestClientAddrTruncated(t *testing.T) {
-	tp := testProxies(t)
 	peer := netip.MustParseAddr("10.0.0.5")
 	for _, full := range []string{
 		`for="[2001:db8:cafe::17]:4711";proto=https, for=203.0.113.1;by="_x", for=10.0.0.7`,
 		`[2001:db8::7]:4711, 203.0.113.9:80, 10.0.0.3`,
 	} {
 		for n := range len(full) + 1 {
-			for _, h := range [][3][]byte{{[]byte(full[:n]), nil, nil}, {nil, nil, []byte(full[:n])}, {nil, []byte(full[:n]), nil}} {
+			for i, h := range [][3][]byte{{[]byte(full[:n]), nil, nil}, {nil, nil, []byte(full[:n])}, {nil, []byte(full[:n]), nil}} {
+				tp := testProxies(t, []string{"x-forwarded-for", "forwarded", "x-real-ip"}[i])
 				a, src := tp.ClientAddr(peer, h[0], h[1], h[2])
 				checkClientAddr(t, tp, peer, a, src)
 			}
@@ -185,14 +217,16 @@ func FuzzClientAddr(f *testing.F) {
 	f.Add(false, []byte("203.0.113.9"), []byte(""), []byte("for=203.0.113.1"))
 	f.Add(true, []byte(""), []byte("unknown"), []byte(`for="\"x\\`))
 	f.Add(true, []byte("[::1]:1,,,"), []byte("_x"), []byte(`;;,for=_y;by=1,for="[fe80::1%25eth0]"`))
-	tp, err := NewTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
+	// Three proxies, one per header; trusted picks the peer among them.
+	tp, err := NewTrustedProxies([]string{"10.0.0.0/8", "10.1.0.0/16=forwarded", "10.2.0.0/16=x-real-ip", "2001:db8::/32"})
 	if err != nil {
 		f.Fatal(err)
 	}
+	peers := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.2.0.1")}
 	f.Fuzz(func(t *testing.T, trusted bool, xff, realIP, fwd []byte) {
 		peer := netip.MustParseAddr("198.51.100.1")
 		if trusted {
-			peer = netip.MustParseAddr("10.0.0.1")
+			peer = peers[(len(xff)+len(realIP)+len(fwd))%len(peers)]
 		}
 		a, src := tp.ClientAddr(peer, xff, realIP, fwd)
 		checkClientAddr(t, tp, peer, a, src)
@@ -203,13 +237,13 @@ func FuzzClientAddr(f *testing.F) {
 }
 
 func BenchmarkClientAddr(b *testing.B) {
-	tp, _ := NewTrustedProxies([]string{"10.0.0.0/8"})
-	peer := netip.MustParseAddr("10.0.0.1")
+	tp, _ := NewTrustedProxies([]string{"10.0.0.0/8", "10.1.0.0/16=forwarded"})
+	peer, fpeer := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.1.0.1")
 	xff := []byte("6.6.6.6, 203.0.113.9, 10.0.0.1")
 	fwd := []byte(`for="[2001:db8::1]:80";proto=https, for=10.0.0.2`)
 	b.ReportAllocs()
 	for b.Loop() {
 		tp.ClientAddr(peer, xff, nil, nil)
-		tp.ClientAddr(peer, nil, nil, fwd)
+		tp.ClientAddr(fpeer, nil, nil, fwd)
 	}
 }

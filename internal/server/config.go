@@ -117,7 +117,7 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.IntVar(&c.MaxProtoStreams, "max-protocol-streams", 0, fmt.Sprintf("most streams of one protocol one peer may have open (0: %d; -1: unlimited)", admission.DefaultMaxProtocolStreams))
 	fs.BoolVar(&c.LimitLoopback, "limit-loopback", false, "apply the per-IP, per-subnet and rate limits to loopback clients too (default: loopback is exempt, as go-libp2p)")
 	fs.Var(&c.LimitExempt, "limit-exempt", "CIDR or address free of the per-IP, per-subnet and rate limits, e.g. a carrier-grade NAT or a monitoring host (repeatable)")
-	fs.Var(&c.TrustedProxies, "trusted-proxy", "CIDR or address of a proxy whose X-Forwarded-For / Forwarded / X-Real-IP is believed (repeatable; default: none, headers ignored)")
+	fs.Var(&c.TrustedProxies, "trusted-proxy", "CIDR or address of a proxy, optionally =HEADER naming the one header it sets (x-forwarded-for, the default; forwarded; x-real-ip): only that header is believed, only from that proxy (repeatable; default: none, headers ignored)")
 
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close a libp2p connection after this long without a stream (GoAway, then close 1000; 0: idle connections are kept)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM/SIGINT, how long open connections get to finish (GoAway, close 1001) before they are cut")

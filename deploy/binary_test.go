@@ -170,45 +170,51 @@ func TestBinarySubcommands(t *testing.T) {
 		return stdout.String(), err
 	}
 
-	if out, err := run("version"); err != nil || !strings.Contains(out, stampedVersion) {
-		t.Errorf("swarmgate version: %q, %v; want the stamped %s", out, err, stampedVersion)
-	}
+	t.Run("version", func(t *testing.T) {
+		if out, err := run("version"); err != nil || !strings.Contains(out, stampedVersion) {
+			t.Errorf("swarmgate version: %q, %v; want the stamped %s", out, err, stampedVersion)
+		}
+	})
 
-	key := filepath.Join(t.TempDir(), "swarmgate-0.key")
-	out, err := run("keygen", "-o", key)
-	id := regexp.MustCompile(`12D3KooW[1-9A-HJ-NP-Za-km-z]{44}`).FindString(out)
-	if err != nil || id == "" {
-		t.Fatalf("swarmgate keygen -o: %q, %v; want the peer ID", out, err)
-	}
-	fi, err := os.Stat(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		t.Errorf("key file mode %v: want 0600", fi.Mode().Perm())
-	}
-	before := readFile(t, key)
-	out, err = run("keygen", "-o", key)
-	if !bytes.Equal(readFile(t, key), before) {
-		t.Fatal("keygen replaced an existing key")
-	}
-	if err == nil && !strings.Contains(out, id) {
-		t.Errorf("keygen on an existing key printed %q, not its peer ID %s", out, id)
-	}
+	t.Run("keygen", func(t *testing.T) {
+		key := filepath.Join(t.TempDir(), "swarmgate-0.key")
+		out, err := run("keygen", "-o", key)
+		id := regexp.MustCompile(`12D3KooW[1-9A-HJ-NP-Za-km-z]{44}`).FindString(out)
+		if err != nil || id == "" || strings.TrimSpace(out) != id {
+			t.Fatalf("swarmgate keygen -o: stdout %q, %v; want the peer ID alone", out, err)
+		}
+		fi, err := os.Stat(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("key file mode %v: want 0600", fi.Mode().Perm())
+		}
+		before := readFile(t, key)
+		out, err = run("keygen", "-o", key)
+		if !bytes.Equal(readFile(t, key), before) {
+			t.Fatal("keygen replaced an existing key")
+		}
+		if err == nil && strings.TrimSpace(out) != id {
+			t.Errorf("keygen on an existing key printed %q, not its peer ID %s", out, id)
+		}
+	})
 
-	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	defer ok.Close()
-	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
-	defer bad.Close()
-	if _, err := run("healthcheck", "-url", ok.URL+"/metrics"); err != nil {
-		t.Errorf("healthcheck on an HTTP 200 endpoint: %v", err)
-	}
-	if _, err := run("healthcheck", "-url", bad.URL+"/metrics"); err == nil {
-		t.Error("healthcheck on an HTTP 503 endpoint exited 0")
-	}
-	closed := bad.URL
-	bad.Close()
-	if _, err := run("healthcheck", "-url", closed+"/metrics"); err == nil {
-		t.Error("healthcheck with nothing listening exited 0")
-	}
+	t.Run("healthcheck", func(t *testing.T) {
+		ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		defer ok.Close()
+		bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
+		defer bad.Close()
+		if _, err := run("healthcheck", "-url", ok.URL+"/metrics"); err != nil {
+			t.Errorf("healthcheck on an HTTP 200 endpoint: %v", err)
+		}
+		if _, err := run("healthcheck", "-url", bad.URL+"/metrics"); err == nil {
+			t.Error("healthcheck on an HTTP 503 endpoint exited 0")
+		}
+		closed := bad.URL
+		bad.Close()
+		if _, err := run("healthcheck", "-url", closed+"/metrics"); err == nil {
+			t.Error("healthcheck with nothing listening exited 0")
+		}
+	})
 }

@@ -35,7 +35,7 @@ var knownFlags = map[string]bool{
 	"conn-rate-per-ip": true, "conn-burst-per-ip": true, "max-streams": true,
 	"memory-budget": true, "limit-loopback": true, "limit-exempt": true,
 	"trusted-proxy": true, "idle-timeout": true, "drain-timeout": true,
-	"dht": true, "relay": true,
+	"dht": true, "relay": true, "echo": true,
 }
 
 // cmdFlags is a parsed command line: the value of each flag (the last one

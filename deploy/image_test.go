@@ -36,14 +36,16 @@ func containerCLI(t *testing.T) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, "docker", "info").CombinedOutput(); err != nil {
-		t.Skipf("no container builder: `docker info` failed (%v: %s); set %s=podman to use podman", err, firstLine(out), envBuilder)
+		t.Skipf("no container builder: `docker info` failed (%v: %s); set %s=podman to use podman", err, lastLine(out), envBuilder)
 	}
 	return []string{"docker"}
 }
 
-func firstLine(b []byte) string {
-	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return s
+// lastLine is the last non-blank line of a command's output (docker info
+// ends with the reason the daemon cannot be reached).
+func lastLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	return s[strings.LastIndexByte(s, '\n')+1:]
 }
 
 // TestImage builds deploy/Dockerfile where a container builder is available

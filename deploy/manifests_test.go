@@ -559,8 +559,8 @@ func TestProbesOnMetricsPort(t *testing.T) {
 		if got := containerPort(t, c, p.HTTPGet.Port); got != port {
 			t.Errorf("%s probe on port %d, -metrics on %d", name, got, port)
 		}
-		if p.HTTPGet.Path != "/metrics" {
-			t.Errorf("%s probe path %q, want /metrics", name, p.HTTPGet.Path)
+		if p.HTTPGet.Path != "/metrics" && p.HTTPGet.Path != "/healthz" {
+			t.Errorf("%s probe path %q, want /metrics (or a /healthz beside it)", name, p.HTTPGet.Path)
 		}
 	}
 	if l, r := c.LivenessProbe, c.ReadinessProbe; l != nil && l.PeriodSeconds*l.FailureThreshold < 2*r.PeriodSeconds*r.FailureThreshold {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/mux"
+	"github.com/swarmgate/swarmgate/simd"
 	"github.com/swarmgate/swarmgate/ws"
 	"github.com/swarmgate/swarmgate/ws/conformance"
 )
@@ -106,6 +108,10 @@ func TestServeConformance(t *testing.T) {
 	}
 	if resp, err := http.Get(strings.Replace(url, "/metrics", "/debug/pprof/", 1)); err != nil || resp.StatusCode != 200 {
 		t.Errorf("pprof: %v", err)
+	}
+	healthz := strings.Replace(url, "/metrics", "/healthz", 1)
+	if err := exec.Command(bin, "healthcheck", "-url", healthz).Run(); err != nil {
+		t.Errorf("healthcheck of a serving server: %v", err)
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -380,4 +386,46 @@ func openPeers(h *libp2p.Host, addr ma.Multiaddr, n, par int) ([]*libp2p.PeerCon
 		}
 	}
 	return conns, nil
+}
+
+// keygen writes a key and prints its peer ID; the server run with that key
+// announces the same ID; version names the masking path; healthcheck
+// reports the server's /healthz.
+func TestSubcommands(t *testing.T) {
+	bin := buildSwarmgate(t)
+	key := filepath.Join(t.TempDir(), "node.key")
+	out, err := exec.Command(bin, "keygen", "-o", key).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(id, "12D3KooW") {
+		t.Fatalf("keygen printed %q", out)
+	}
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	again, err := exec.Command(bin, "keygen", "-o", key).Output()
+	if err != nil || strings.TrimSpace(string(again)) != id {
+		t.Fatalf("keygen on an existing key: %q %v, want its ID %s", again, err, id)
+	}
+	_, addr := startServe(t, bin, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-key", key)
+	if !strings.HasSuffix(addr.String(), "/p2p/"+id) {
+		t.Fatalf("server announces %s, keygen printed %s", addr, id)
+	}
+	v, err := exec.Command(bin, "version").Output()
+	if err != nil || !strings.Contains(string(v), "mask="+simd.Impl()) || !strings.Contains(string(v), runtime.Version()) {
+		t.Fatalf("version: %q %v", v, err)
+	}
+	if err := exec.Command(bin, "healthcheck", "-url", "http://127.0.0.1:1/healthz").Run(); err == nil {
+		t.Fatal("healthcheck with nothing listening exited 0")
+	}
+	if out, err := exec.Command(bin, "-h").Output(); err != nil || !strings.Contains(string(out), "Resources a peer may hold") {
+		t.Fatalf("-h: %v, exit %v", len(out), err)
+	}
+	if err := exec.Command(bin, "-no-such-flag").Run(); err == nil {
+		t.Fatal("an unknown flag exited 0")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("an unknown flag: %v, want exit 2", err)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,11 @@ import (
 	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/security"
 )
+
+// Version is the server's version, announced in identify's agentVersion
+// ("swarmgate/<Version>") and logged at start; cmd/swarmgate sets it from
+// its build stamp. Empty: libp2p.Version.
+var Version string
 
 // Exit codes of Main.
 const (
@@ -195,6 +201,9 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 	if cfg.WSEcho != "" {
 		hcfg.Paths = map[string]engine.StageFunc{cfg.WSEcho: engine.Echo}
 	}
+	if Version != "" {
+		hcfg.AgentVersion = "swarmgate/" + Version
+	}
 	host, err := libp2p.New(hcfg)
 	if err != nil {
 		return err
@@ -208,9 +217,10 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 		}
 		fmt.Fprintln(stdout, bound.Encapsulate(p2p))
 	}
-	log.Info("serving", "peer_id", host.ID().String(), "protocols", strings.Join(host.Protocols(), ","))
+	log.Info("serving", "peer_id", host.ID().String(), "agent", host.AgentVersion(), "protocols", strings.Join(host.Protocols(), ","))
+	var draining atomic.Bool
 	if cfg.Metrics != "" {
-		srv, url, err := serveMetrics(cfg.Metrics, reg, log)
+		srv, url, err := serveMetrics(cfg.Metrics, reg, &draining, log)
 		if err != nil {
 			return fmt.Errorf("-metrics %s: %w", cfg.Metrics, err)
 		}
@@ -232,6 +242,7 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 	// A second SIGINT or SIGTERM cuts the drain short.
 	dctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	draining.Store(true) // /healthz answers 503 from now on
 	log.Info("shutting down: draining", "timeout", cfg.DrainTimeout.String(), "conns", host.Engine().OpenConns())
 	if err := host.Drain(dctx, cfg.DrainTimeout); err != nil {
 		log.Warn("drain incomplete", "err", err)
@@ -285,12 +296,22 @@ func warnFileLimit(log *slog.Logger, maxConns int) {
 	}
 }
 
-// serveMetrics serves /metrics and /debug/pprof/ on addr. The listener
-// should be bound to loopback or a private network: pprof exposes the
-// process's internals and can be made to spend CPU.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, string, error) {
+// serveMetrics serves /metrics, /healthz and /debug/pprof/ on addr. The
+// listener should be bound to loopback or a private network: pprof exposes
+// the process's internals and can be made to spend CPU. /healthz is what
+// probes should use: 200 while serving, 503 once draining, at no cost (a
+// /metrics scrape lists every open descriptor through the process
+// collector: seconds of CPU at a million connections).
+func serveMetrics(addr string, reg *prometheus.Registry, draining *atomic.Bool, log *slog.Logger) (*http.Server, string, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify/pb"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/engine"
@@ -123,6 +124,51 @@ type Host struct {
 	// then peersMu); nothing takes a connection's lock while holding it.
 	peersMu sync.Mutex
 	peers   map[peer.ID]*PeerConn
+
+	// notify lists the Notifiees, replaced whole by Notify.
+	notify atomic.Pointer[[]Notifiee]
+}
+
+// Notifiee receives a host's connection events, for protocol roles that
+// keep per-peer state (the Kademlia server's routing table, the relay's
+// reservations). Nil members are skipped. Every callback runs with the
+// connection's lock held, like a stream callback, and must not block.
+type Notifiee struct {
+	// Connected: the connection is muxed (either role; after a dialer's
+	// ready callback). Streams may be opened from here.
+	Connected func(pc *PeerConn)
+	// Closed: a connection that was muxed has ended; its streams have been
+	// reset.
+	Closed func(pc *PeerConn)
+	// IdentifyPush: the peer pushed its identify state on
+	// ProtoIdentifyPush (the messages of one push stream merged, its
+	// public key checked when present). Protocols and listen addresses are
+	// whatever the peer sent: empty when it left them out.
+	IdentifyPush func(pc *PeerConn, m *pb.Identify)
+}
+
+// Notify subscribes n to the host's connection events. A Notifiee with
+// IdentifyPush also has the host serve ProtoIdentifyPush.
+func (h *Host) Notify(n Notifiee) error {
+	h.mu.Lock()
+	var list []Notifiee
+	if old := h.notify.Load(); old != nil {
+		list = append(list, *old...)
+	}
+	list = append(list, n)
+	h.notify.Store(&list)
+	h.mu.Unlock()
+	if n.IdentifyPush != nil && h.handler(ProtoIdentifyPush) == nil {
+		return h.Handle(ProtoIdentifyPush, h.identifyPushStream)
+	}
+	return nil
+}
+
+func (h *Host) notifiees() []Notifiee {
+	if l := h.notify.Load(); l != nil {
+		return *l
+	}
+	return nil
 }
 
 type protoSet struct {

@@ -21,6 +21,11 @@ import (
 // message, length-prefixed, and closes its write side.
 const ProtoIdentify = "/ipfs/id/1.0.0"
 
+// ProtoIdentifyPush is identify push (protocol-notes-kad-relay §3): the
+// peer opens the stream, writes its identify message(s) and closes; there
+// is no reply. Served once a Notifiee wants the pushes (Host.Notify).
+const ProtoIdentifyPush = "/ipfs/id/push/1.0.0"
+
 // IdentifyProtocolVersion is announced as protocolVersion (js-libp2p's
 // default; nobody checks it).
 const IdentifyProtocolVersion = "ipfs/0.1.0"
@@ -247,6 +252,30 @@ type identifyClient struct {
 	request[*pb.Identify]
 	msg *pb.Identify
 	n   int // messages merged
+	// push: the inbound side of ProtoIdentifyPush, whose messages may
+	// leave out the public key (js-libp2p's do).
+	push bool
+}
+
+// identifyPushStream serves ProtoIdentifyPush with the identify reader: up
+// to 10 messages of at most MaxIdentifyMessage each, merged as go does,
+// until the peer's FIN, within DefaultIdentifyTimeout; then the result goes
+// to the Notifiees. A push whose public key is present and not the peer's
+// is dropped (js rejects it whole; go ignores the key).
+func (h *Host) identifyPushStream(pc *PeerConn, st *mux.Stream) mux.Handler {
+	c := &identifyClient{msg: &pb.Identify{}, push: true}
+	c.request = request[*pb.Identify]{pc: pc, done: func(m *pb.Identify, err error) {
+		if err != nil {
+			return
+		}
+		for _, n := range h.notifiees() {
+			if n.IdentifyPush != nil {
+				n.IdentifyPush(pc, m)
+			}
+		}
+	}}
+	c.expire(st, DefaultIdentifyTimeout, ErrIdentifyTimeout)
+	return c
 }
 
 func (c *identifyClient) OnData(st *mux.Stream, p []byte) int {
@@ -300,9 +329,11 @@ func (c *identifyClient) OnFIN(st *mux.Stream) {
 		c.fail(st, ErrIdentifyTruncated)
 		return
 	}
-	if err := checkIdentifyKey(c.msg, c.pc.RemotePeer()); err != nil {
-		c.fail(st, err)
-		return
+	if !c.push || len(c.msg.PublicKey) > 0 { // a push need not repeat the key
+		if err := checkIdentifyKey(c.msg, c.pc.RemotePeer()); err != nil {
+			c.fail(st, err)
+			return
+		}
 	}
 	st.CloseWrite()
 	c.finish(c.msg, nil)

@@ -43,7 +43,7 @@ type PeerConn struct {
 	inboundPings uint8         // live inbound ping streams (MaxInboundPings)
 	negotiating  []*negotiator // inbound streams choosing a protocol
 	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
-	timers       []*streamTimer
+	timers       []*Timer
 	idleSince    int64 // engine Mono since the session has had no stream; 0 while busy
 	// nextSame links the host's index of connections to the same peer.
 	nextSame *PeerConn
@@ -116,6 +116,11 @@ func (pc *PeerConn) Closed(c *engine.Conn, err error) {
 		pc.sess.Free() // every buffer's charge back to the connection's share
 		pc.h.metrics.peers.Dec()
 		pc.h.untrack(pc)
+		for _, n := range pc.h.notifiees() {
+			if n.Closed != nil {
+				n.Closed(pc)
+			}
+		}
 	}
 	if pc.up != nil {
 		if !pc.client {
@@ -266,14 +271,14 @@ func (pc *PeerConn) Tick(c *engine.Conn, now time.Time) {
 	}
 	clear(pc.negotiating[len(kept):])
 	pc.negotiating = kept
-	var due []*streamTimer
+	var due []*Timer
 	for _, t := range pc.timers {
 		if !now.Before(t.at) {
 			due = append(due, t)
 		}
 	}
 	for _, t := range due {
-		pc.stopTimer(t)
+		pc.StopTimer(t)
 		t.fire()
 	}
 	if pc.sess != nil {

@@ -67,14 +67,14 @@ func PingStream(pc *PeerConn, st *mux.Stream) mux.Handler {
 		return &pingServer{released: true}
 	}
 	s := &pingServer{pc: pc, st: st}
-	s.timer = pc.after(pingIdle, s.idle)
+	s.timer = pc.After(pingIdle, s.idle)
 	return s
 }
 
 type pingServer struct {
 	pc    *PeerConn
 	st    *mux.Stream
-	timer *streamTimer
+	timer *Timer
 	// mid is how many bytes of the chunk at the head of the receive
 	// buffer have been echoed (0..31). A chunk is started only once it
 	// has arrived whole, so its remaining bytes are always buffered.
@@ -96,7 +96,7 @@ func (s *pingServer) echoable(p []byte) int {
 func (s *pingServer) echo(st *mux.Stream, p []byte) int {
 	n, _ := st.Write(p[:s.echoable(p)])
 	if done := (s.mid + n) / PingSize; done > 0 {
-		s.pc.resetTimer(s.timer, pingIdle) // a ping was answered
+		s.pc.ResetTimer(s.timer, pingIdle) // a ping was answered
 	}
 	s.mid = (s.mid + n) % PingSize
 	return n
@@ -148,7 +148,7 @@ func (s *pingServer) release() {
 		return
 	}
 	s.released = true
-	s.pc.stopTimer(s.timer)
+	s.pc.StopTimer(s.timer)
 	releasePing(s.pc)
 }
 

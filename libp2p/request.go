@@ -12,7 +12,7 @@ import (
 type request[T any] struct {
 	pc    *PeerConn
 	done  func(T, error) // nil once called
-	timer *streamTimer
+	timer *Timer
 }
 
 // pending reports whether the exchange has not ended yet.
@@ -21,7 +21,7 @@ func (r *request[T]) pending() bool { return r.done != nil }
 // expire ends the exchange with err (and resets st) if it is still pending
 // d from now.
 func (r *request[T]) expire(st *mux.Stream, d time.Duration, err error) {
-	r.timer = r.pc.after(d, func() {
+	r.timer = r.pc.After(d, func() {
 		if r.pending() {
 			r.fail(st, err)
 		}
@@ -43,7 +43,7 @@ func (r *request[T]) finish(v T, err error) {
 	}
 	r.done = nil
 	if r.timer != nil {
-		r.pc.stopTimer(r.timer)
+		r.pc.StopTimer(r.timer)
 	}
 	if err != nil {
 		var zero T

@@ -1,34 +1,41 @@
 package libp2p
 
 import (
+	"slices"
 	"time"
 )
 
-// A streamTimer is a deadline of one stream's protocol (a ping stream's
-// idle limit, a request's timeout). It lives in its connection's list and
-// fires from the connection's Tick on the engine's timer wheel, with the
-// connection's lock held: no runtime timer, no goroutine.
-type streamTimer struct {
+// A Timer is a deadline of one stream's protocol (a ping stream's idle
+// limit, a request's timeout, a circuit's duration). It lives in its
+// connection's list and fires from the connection's Tick on the engine's
+// timer wheel, with the connection's lock held: no runtime timer, no
+// goroutine, and the connection keeps one wheel entry however many it has.
+type Timer struct {
 	at   time.Time
 	fire func()
 }
 
-// after schedules fire to run d from now, from a callback.
-func (pc *PeerConn) after(d time.Duration, fire func()) *streamTimer {
-	t := &streamTimer{at: pc.c.Now().Add(d), fire: fire}
+// After runs fire d from now, with the connection's lock held (fire must
+// not block). Call it from a callback or inside Do.
+func (pc *PeerConn) After(d time.Duration, fire func()) *Timer {
+	t := &Timer{at: pc.c.Now().Add(d), fire: fire}
 	pc.timers = append(pc.timers, t)
 	pc.schedule()
 	return t
 }
 
-// resetTimer moves t to d from now.
-func (pc *PeerConn) resetTimer(t *streamTimer, d time.Duration) {
+// ResetTimer moves t to d from now, arming it again if it fired or was
+// stopped.
+func (pc *PeerConn) ResetTimer(t *Timer, d time.Duration) {
 	t.at = pc.c.Now().Add(d)
+	if !slices.Contains(pc.timers, t) {
+		pc.timers = append(pc.timers, t)
+	}
 	pc.schedule()
 }
 
-// stopTimer cancels t; stopping a fired or stopped timer does nothing.
-func (pc *PeerConn) stopTimer(t *streamTimer) {
+// StopTimer cancels t; stopping a fired or stopped timer does nothing.
+func (pc *PeerConn) StopTimer(t *Timer) {
 	for i, x := range pc.timers {
 		if x == t {
 			last := len(pc.timers) - 1
@@ -42,3 +49,6 @@ func (pc *PeerConn) stopTimer(t *streamTimer) {
 		pc.timers = nil
 	}
 }
+
+// Now is the engine's clock, the one timers run on.
+func (pc *PeerConn) Now() time.Time { return pc.c.Now() }

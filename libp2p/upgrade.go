@@ -221,6 +221,11 @@ func (pc *PeerConn) startMux() {
 	if ready != nil {
 		ready(pc, nil)
 	}
+	for _, n := range pc.h.notifiees() {
+		if n.Connected != nil {
+			n.Connected(pc)
+		}
+	}
 }
 
 // errPeerConns ends a connection of a peer that already has

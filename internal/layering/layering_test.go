@@ -30,7 +30,8 @@ var allowed = map[string][]string{
 	"mux":               {"internal/wire", "internal/bufpool"},
 	"engine":            {"admission", "internal/bufpool", "simd", "ws"},
 	"libp2p":            {"engine", "admission", "internal/bufpool", "internal/wire", "multistream", "mux", "security", "ws"},
-	"libp2p/kad":        {"libp2p", "engine", "admission", "internal/bufpool", "internal/wire", "mux"},
+	"libp2p/kad/pb":     nil, // generated protobuf types
+	"libp2p/kad":        {"libp2p", "libp2p/kad/pb", "engine", "admission", "internal/bufpool", "internal/wire", "mux"},
 	"libp2p/relay":      {"libp2p", "engine", "admission", "internal/bufpool", "internal/wire", "mux"},
 	"internal/server":   {"libp2p", "libp2p/kad", "libp2p/relay", "engine", "admission", "security"},
 	"cmd/swarmgate":     {"internal/server", "libp2p", "security", "simd"},

@@ -15,8 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/libp2p/kad"
 )
 
 // Config is what the server runs with. Every field is a flag, and every
@@ -27,6 +30,9 @@ type Config struct {
 
 	// What to serve.
 	Listen            multiFlag
+	DHT               bool
+	DHTAddrFilter     string
+	DHTSeeds          multiFlag
 	Echo              bool
 	WSEcho            string
 	Metrics           string
@@ -72,6 +78,7 @@ var flagGroups = []struct {
 	names []string
 }{
 	{"Serving", []string{"listen", "key", "config"}},
+	{"Kademlia (DHT server role)", []string{"dht", "dht-addr-filter", "dht-seed"}},
 	{"Protocols", []string{"echo", "ws-echo", "ws-max-message", "insecure-plaintext"}},
 	{"TLS (/tls/ws, /wss)", []string{"tls-cert", "tls-key", "tls-curves"}},
 	{"Limits (per source: IPv4 address or IPv6 /56; loopback exempt unless -limit-loopback)", []string{"max-conns", "max-conns-per-ip", "max-conns-per-subnet", "conn-rate-per-ip", "conn-burst-per-ip", "limit-loopback", "limit-exempt", "trusted-proxy"}},
@@ -84,10 +91,13 @@ var flagGroups = []struct {
 // fill. Call Parse(fs, cfg, args) to parse the command line and merge the
 // -config file.
 func Flags(fs *flag.FlagSet) *Config {
-	c := &Config{LogLevel: "info", LogFormat: "text", DrainTimeout: engine.DefaultDrainTimeout}
+	c := &Config{LogLevel: "info", LogFormat: "text", DrainTimeout: engine.DefaultDrainTimeout, DHT: true, DHTAddrFilter: "public"}
 	fs.StringVar(&c.ConfigFile, "config", "", "read flags from this JSON file: an object whose keys are flag names (repeatable flags take an array); flags on the command line win")
 
 	fs.Var(&c.Listen, "listen", "listen multiaddr, e.g. /ip4/127.0.0.1/tcp/0/ws, /ip4/0.0.0.0/tcp/443/tls/ws, /dns/H/tcp/443/tls/sni/H/ws (repeatable; /ws and /tls/ws may share a port)")
+	fs.BoolVar(&c.DHT, "dht", c.DHT, "answer Kademlia (/ipfs/kad/1.0.0) as a DHT server from a table of every connected DHT server; -dht=false turns the role off")
+	fs.StringVar(&c.DHTAddrFilter, "dht-addr-filter", c.DHTAddrFilter, "which addresses of peers (and ours) the DHT hands out: public (only addresses others can dial) or all (loopback and private too: tests, LANs)")
+	fs.Var(&c.DHTSeeds, "dht-seed", "a fleet member to dial at start and keep connected with backoff, /ws or /tls/ws multiaddr ending in /p2p/ID (repeatable)")
 	fs.BoolVar(&c.Echo, "echo", false, "also serve /echo/1.0.0 (every byte written back): for load generation and tests; off on a public node, where it lets any peer make the server move bytes for it")
 	fs.StringVar(&c.WSEcho, "ws-echo", "", "serve a raw WebSocket echo on this request path, beside libp2p on every other")
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus /metrics and /debug/pprof/ on HOST:PORT")
@@ -289,6 +299,18 @@ func (c *Config) validate() error {
 	}
 	if _, err := c.trustedProxies(); err != nil {
 		return err
+	}
+	if _, err := kad.ParseAddrFilter(c.DHTAddrFilter); err != nil {
+		return fmt.Errorf("-dht-addr-filter: %w", err)
+	}
+	for _, s := range c.DHTSeeds {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("-dht-seed %q: %w", s, err)
+		}
+		if _, err := peer.IDFromP2PAddr(a); err != nil {
+			return fmt.Errorf("-dht-seed %q: the address must end in /p2p/ID", s)
+		}
 	}
 	if _, err := c.limits(); err != nil {
 		return err

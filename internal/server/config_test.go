@@ -35,7 +35,7 @@ func TestServeConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.LogLevel != "info" || c.LogFormat != "text" || c.IdleTimeout != 0 || c.DrainTimeout != 30*time.Second ||
+	if c.LogLevel != "info" || c.LogFormat != "text" || c.IdleTimeout != 0 || c.DrainTimeout != 30*time.Second || !c.DHT || c.DHTAddrFilter != "public" ||
 		c.LimitLoopback || len(c.TrustedProxies) != 0 {
 		t.Fatalf("defaults %+v", c)
 	}
@@ -52,6 +52,9 @@ func TestServeConfigFile(t *testing.T) {
 	file := `{
 		"listen": ["/ip4/0.0.0.0/tcp/4001/ws", "/ip6/::/tcp/4001/ws"],
 		"echo": true,
+		"dht": false,
+		"dht-addr-filter": "all",
+		"dht-seed": ["/ip4/192.0.2.9/tcp/4001/ws/p2p/12D3KooWGzwUCPHfkS2DFmSQSsS1fusmYgJtGDY4WkZdHHxM9V6i"],
 		"conn-memory": "2MiB",
 		"peer-memory": "6MiB",
 		"source-memory": -1,
@@ -90,6 +93,8 @@ func TestServeConfigFile(t *testing.T) {
 		ConfigFile: c.ConfigFile,
 		Listen:     multiFlag{"/ip4/127.0.0.1/tcp/0/ws"}, // the command line replaces the file's list
 		Echo:       true,
+		DHT:        false, DHTAddrFilter: "all",
+		DHTSeeds:   multiFlag{"/ip4/192.0.2.9/tcp/4001/ws/p2p/12D3KooWGzwUCPHfkS2DFmSQSsS1fusmYgJtGDY4WkZdHHxM9V6i"},
 		ConnMemory: 2 << 20, PeerMemory: 6 << 20, SourceMemory: -1,
 		MaxConnsPerPeer: 4, MaxPeerStreams: 100, MaxProtoStreams: 10,
 		WSEcho:       "/echo",
@@ -149,6 +154,8 @@ func TestServeConfigErrors(t *testing.T) {
 		{`{"trusted-proxy": ["10.0.0.0/33"]}`, nil, "trusted proxy"},
 		{`{"memory-budget": "lots"}`, nil, "memory-budget"},
 		{`{"limit-exempt": ["10.0.0.0/40"]}`, nil, "-limit-exempt"},
+		{`{"dht-addr-filter": "private"}`, nil, "-dht-addr-filter"},
+		{`{"dht-seed": ["/ip4/192.0.2.9/tcp/4001/ws"]}`, nil, "must end in /p2p/ID"},
 		{`{} {}`, nil, "trailing data"},
 		{`[]`, nil, "one JSON object keyed by flag names, not a JSON array"},
 		{"{\n  \"max-conns\": 5,\n  \"listen\" [\"x\"]\n}", nil, "line 3, column 12"},

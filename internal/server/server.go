@@ -33,6 +33,7 @@ import (
 	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/libp2p"
+	"github.com/swarmgate/swarmgate/libp2p/kad"
 	"github.com/swarmgate/swarmgate/security"
 )
 
@@ -216,6 +217,21 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 			return listenError(a, err)
 		}
 		fmt.Fprintln(stdout, bound.Encapsulate(p2p))
+	}
+	if cfg.DHT {
+		filter, _ := kad.ParseAddrFilter(cfg.DHTAddrFilter) // validated
+		role, err := kad.Attach(host, kad.Config{AddrFilter: filter, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		defer role.Close()
+		var seeds []ma.Multiaddr
+		for _, s := range cfg.DHTSeeds {
+			seeds = append(seeds, ma.StringCast(s)) // validated
+		}
+		if err := role.KeepConnected(ctx, seeds, log); err != nil {
+			return fmt.Errorf("-dht-seed: %w", err)
+		}
 	}
 	log.Info("serving", "peer_id", host.ID().String(), "agent", host.AgentVersion(), "protocols", strings.Join(host.Protocols(), ","))
 	var draining atomic.Bool

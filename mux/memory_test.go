@@ -169,3 +169,18 @@ func TestMemoryChargesOutput(t *testing.T) {
 		t.Fatalf("%d bytes charged after the output was taken", m.used)
 	}
 }
+
+// A reset follows the data the stream already queued, so the peer receives
+// what was written before the reset.
+func TestResetAfterQueuedData(t *testing.T) {
+	s, sts := serverWith(t, Config{}, func() Handler { return &recorder{consume: true} })
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 1, 0), t0)
+	drain(s)
+	st := (*sts)[0]
+	st.Write([]byte("answer"))
+	st.Reset()
+	hs := parseFrames(t, drain(s))
+	if len(hs) != 2 || hs[0].Type != TypeData || hs[1].Flags&FlagRST == 0 {
+		t.Fatalf("want the data then the RST, got %+v", hs)
+	}
+}

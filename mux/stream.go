@@ -322,7 +322,18 @@ func (st *Stream) ResetWithCode(code uint32) error {
 	}
 	st.state = StreamReset
 	st.err = &StreamError{Code: code}
-	s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagRST, StreamID: st.id, Length: code})
+	rst := Header{Type: TypeWindowUpdate, Flags: FlagRST, StreamID: st.id, Length: code}
+	if s.data.empty() {
+		s.queueCtl(rst)
+	} else {
+		// Data already queued (an answer the handler wrote before it
+		// reset, say) goes out first: control frames overtake the data
+		// queue, and an RST ahead of the stream's data would drop it at
+		// the peer. Like a FIN, the RST may pass MaxOutput by 12 bytes.
+		s.reserveData(HeaderLen)
+		s.data.b = AppendHeader(s.data.b, rst)
+		s.lastFrame = -1
+	}
 	s.remove(st)
 	st.releaseBuffer()
 	return nil

@@ -28,7 +28,8 @@ var allowed = map[string][]string{
 	"admission":         nil,
 	"security":          {"internal/wire"},
 	"mux":               {"internal/wire", "internal/bufpool"},
-	"engine":            {"admission", "internal/bufpool", "simd", "ws"},
+	"engine/tls13":      {"internal/wire"},
+	"engine":            {"admission", "engine/tls13", "internal/bufpool", "simd", "ws"},
 	"libp2p":            {"engine", "admission", "internal/bufpool", "internal/wire", "multistream", "mux", "security", "ws"},
 	"libp2p/kad/pb":     nil, // generated protobuf types
 	"libp2p/kad":        {"libp2p", "libp2p/kad/pb", "engine", "admission", "internal/bufpool", "internal/wire", "mux"},

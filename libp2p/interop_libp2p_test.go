@@ -213,16 +213,11 @@ func TestLibp2pServerInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli.Handle(ProtoEcho, EchoStream) // go-libp2p identifies us too
-	ready := make(chan error, 1)
-	var pc *PeerConn
-	cli.DialAsync(gh.Addrs()[0], DialOptions{Expect: gh.ID()}, func(p *PeerConn, err error) { pc = p; ready <- err })
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("dial did not finish")
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	pc, err := cli.Dial(dctx, gh.Addrs()[0], DialOptions{Expect: gh.ID()})
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	m, err := identifyOver(t, pc)

@@ -11,9 +11,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/internal/wire"
 	"github.com/swarmgate/swarmgate/libp2p/kad/pb"
 	"github.com/swarmgate/swarmgate/mux"
@@ -214,20 +214,8 @@ func (h *harness) counter(name string, labels ...string) float64 {
 					continue next
 				}
 			}
-			return metricValue(m)
+			return testutil.MetricValue(m)
 		}
-	}
-	return 0
-}
-
-func metricValue(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Histogram != nil:
-		return float64(m.Histogram.GetSampleCount())
 	}
 	return 0
 }

@@ -1,92 +1,87 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 )
 
 // serverProbe reads the server's CPU time, resident memory and goroutines:
-// from /proc for a local child (pid), from its /metrics otherwise.
+// from /proc for a local server (pid), from its /metrics otherwise. With
+// neither, every server figure is unknown.
 type serverProbe struct {
 	pid        int
 	metricsURL string
 }
 
+// serverSample is one reading; the Has fields say which figures the probe
+// could read, so that a figure it could not is reported as unknown, not 0.
 type serverSample struct {
-	CPU        time.Duration // user + system
-	RSS        int64
-	Goroutines float64
+	CPU           time.Duration // on CPU, all threads
+	RSS           int64
+	Goroutines    float64
+	HasCPU        bool
+	HasRSS        bool
+	HasGoroutines bool
 }
 
-// clkTck is the kernel's clock tick for /proc/PID/stat times; Linux
-// reports it as 100 per second on every platform Go runs on.
-const clkTck = 100
+// cpuSource says where server CPU comes from, for the report's method line.
+func (p serverProbe) cpuSource() string {
+	switch {
+	case p.pid > 0:
+		if _, src, err := cpuOf(p.pid); err == nil {
+			return src
+		}
+	case p.metricsURL != "":
+		return "metrics" // process_cpu_seconds_total: clock ticks
+	}
+	return "unknown"
+}
 
 func (p serverProbe) sample() (serverSample, error) {
 	var s serverSample
 	if p.pid > 0 {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/stat")
+		cpu, _, err := cpuOf(p.pid)
 		if err != nil {
 			return s, err
 		}
-		// Fields after the command name, which is in parentheses.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		s.CPU = time.Duration(ut+st) * time.Second / clkTck
+		s.CPU, s.HasCPU = cpu, true
 		if s.RSS, err = rssBytes(p.pid); err != nil {
 			return s, err
 		}
+		s.HasRSS = true
 	} else if p.metricsURL != "" {
 		cpu, err := scrapeGauge(p.metricsURL, "process_cpu_seconds_total")
 		if err != nil {
 			return s, err
 		}
-		s.CPU = time.Duration(cpu * float64(time.Second))
+		s.CPU, s.HasCPU = time.Duration(cpu*float64(time.Second)), true
 		rss, err := scrapeGauge(p.metricsURL, "process_resident_memory_bytes")
 		if err != nil {
 			return s, err
 		}
-		s.RSS = int64(rss)
+		s.RSS, s.HasRSS = int64(rss), true
 	}
 	if p.metricsURL != "" {
 		g, err := scrapeGauge(p.metricsURL, "go_goroutines")
 		if err != nil {
 			return s, err
 		}
-		s.Goroutines = g
+		s.Goroutines, s.HasGoroutines = g, true
 	}
 	return s, nil
 }
 
-// selfCPU is the generator's own CPU time (getrusage).
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+// cpuPer is the server CPU between two samples divided by n, in units of
+// per (time.Microsecond for µs per connection), or unknown.
+func cpuPer(s0, s1 serverSample, n float64, per time.Duration) float64 {
+	if !s0.HasCPU || !s1.HasCPU || n <= 0 {
+		return unknown
+	}
+	return float64(s1.CPU-s0.CPU) / float64(per) / n
 }
 
 // isTerminal reports whether f is a terminal (for the live progress line).
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// progress prints a live status line on stderr when it is a terminal.
-type progress struct{ on bool }
-
-func (p progress) printf(format string, args ...any) {
-	if p.on {
-		fmt.Fprintf(os.Stderr, "\r\033[K"+format, args...)
-	}
-}
-
-func (p progress) done() {
-	if p.on {
-		fmt.Fprint(os.Stderr, "\r\033[K")
-	}
 }

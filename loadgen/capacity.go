@@ -52,15 +52,19 @@ type span struct {
 	Value num `json:"value"`
 	Lo    num `json:"lo"`
 	Hi    num `json:"hi"`
+	// Unmeasurable: the inputs were measured but their spread reaches a
+	// value with no meaning (a memory cost of zero or less): the run was
+	// too noisy to derive this figure.
+	Unmeasurable bool `json:"unmeasurable,omitempty"`
 }
 
-func (s span) known() bool { return !math.IsNaN(float64(s.Value)) }
+func (s span) known() bool { return !math.IsNaN(float64(s.Value)) && !s.Unmeasurable }
 
 func (s span) stat() stat {
 	return stat{Median: float64(s.Value), Min: float64(s.Lo), Max: float64(s.Hi), N: 2, Known: s.known()}
 }
 
-var unknownSpan = span{num(unknown), num(unknown), num(unknown)}
+var unknownSpan = span{num(unknown), num(unknown), num(unknown), false}
 
 // derive evaluates f at the medians, at every input's min and at every
 // input's max. f must be monotone in each input in the same direction
@@ -74,7 +78,12 @@ func derive(f func(pick func(stat) float64) float64, inputs ...stat) span {
 	v := f(func(s stat) float64 { return s.Median })
 	a := f(func(s stat) float64 { return s.Min })
 	b := f(func(s stat) float64 { return s.Max })
-	return span{num(v), num(min(a, b)), num(max(a, b))}
+	for _, x := range []float64{v, a, b} {
+		if !finite(x) || x < 0 {
+			return span{num(unknown), num(unknown), num(unknown), true}
+		}
+	}
+	return span{num(v), num(min(a, b)), num(max(a, b)), false}
 }
 
 // capacityRow is what one machine like this one does with one stack.
@@ -130,8 +139,17 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 		rss, okR := find(results, st, "hold").get("server_rss_bytes_per_conn")
 		sockbuf, okB := find(results, st, "hold").get("kernel_sockbuf_bytes_per_conn")
 		hs, okH := find(results, st, "connect").get("server_cpu_us_per_conn")
-		idlePct, okI := find(results, st, "hold").get("server_idle_cpu_pct")
-		held, _ := find(results, st, "hold").get("conns")
+		idlePer1k, okI := find(results, st, "hold").get("server_idle_cpu_pct_per_1k_conns")
+		if !okI { // schema 1: idle CPU of the whole server over the connections
+			if pct, ok := find(results, st, "hold").get("server_idle_cpu_pct"); ok {
+				held, _ := find(results, st, "hold").get("conns")
+				if pct.Known && held.Median > 0 {
+					k := 1000 / held.Median
+					pct.Median, pct.Min, pct.Max = pct.Median*k, pct.Min*k, pct.Max*k
+				}
+				idlePer1k, okI = pct, true
+			}
+		}
 		// The dearest throughput run: planning on the cheaper one would
 		// promise what a different stream mix does not deliver.
 		var perByte stat
@@ -158,10 +176,11 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 			kernel.Min += max(0, sockbuf.Min)
 			kernel.Max += max(0, sockbuf.Max)
 		}
+		// Cores per idle peer; below zero is noise around nothing.
 		idle := stat{Known: true, N: 1} // no hold run: no idle cost to add
-		if okI && idlePct.Known && held.Median > 0 {
-			n := held.Median
-			idle = stat{Median: max(0, idlePct.Median) / 100 / n, Min: max(0, idlePct.Min) / 100 / n, Max: max(0, idlePct.Max) / 100 / n, N: idlePct.N, Known: true}
+		if okI && idlePer1k.Known {
+			c := func(v float64) float64 { return max(0, v) / 100 / 1000 }
+			idle = stat{Median: c(idlePer1k.Median), Min: c(idlePer1k.Min), Max: c(idlePer1k.Max), N: idlePer1k.N, Known: true}
 		} else if okI {
 			idle = stat{Median: unknown}
 		}
@@ -180,6 +199,9 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 		row.PeersByMemory, row.PeersByCPU = unknownSpan, unknownSpan
 		if mem > 0 { // a schema-1 report does not say
 			row.PeersByMemory = derive(func(p func(stat) float64) float64 {
+				if p(rss) <= 0 { // a run whose RSS fell: noise, not a cost
+					return unknown
+				}
 				return mem * h / (p(rss) + p(kernel))
 			}, rss, kernel)
 		}
@@ -193,7 +215,7 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 		if row.PeersPerMachine.known() {
 			f := func(v num) num { return num(math.Ceil(plan.Peers / float64(v))) }
 			pm := row.PeersPerMachine
-			row.Machines = span{f(pm.Value), f(pm.Hi), f(pm.Lo)}
+			row.Machines = span{f(pm.Value), f(pm.Hi), f(pm.Lo), false}
 		} else {
 			row.Machines = unknownSpan
 		}
@@ -205,13 +227,19 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 // limitOf is the smaller of the memory and CPU limits and its name; when
 // their ranges overlap, which runs out first is within the noise.
 func limitOf(memory, cpu span) (span, string) {
+	why := func(s span) string {
+		if s.Unmeasurable {
+			return "not measurable"
+		}
+		return "unknown"
+	}
 	switch {
 	case !memory.known() && !cpu.known():
 		return unknownSpan, ""
 	case !cpu.known():
-		return memory, "memory (CPU unknown)"
+		return memory, "memory (CPU " + why(cpu) + ")"
 	case !memory.known():
-		return cpu, "CPU (memory unknown)"
+		return cpu, "CPU (memory " + why(memory) + ")"
 	}
 	lim, name := memory, "memory"
 	if cpu.Value < memory.Value {
@@ -221,7 +249,7 @@ func limitOf(memory, cpu span) (span, string) {
 		name = "memory or CPU (within the spread)"
 	}
 	// The fleet needs as many machines as the tighter limit at each end.
-	return span{lim.Value, min(memory.Lo, cpu.Lo), min(memory.Hi, cpu.Hi)}, name
+	return span{lim.Value, min(memory.Lo, cpu.Lo), min(memory.Hi, cpu.Hi), false}, name
 }
 
 func ranStack(results []Result, st string) bool {

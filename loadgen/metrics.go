@@ -18,6 +18,7 @@ const (
 	uBytes                   // bytes, printed in B, KiB or MiB
 	uBytesPerSec             // payload bytes per second, printed in MB/s (10⁶)
 	uPct                     // percent of one core
+	uPeers                   // a large count, printed in k or M (chart axes)
 )
 
 // metricInfo describes one metric of the catalog.
@@ -64,7 +65,9 @@ func catalog(scenario string) scenarioInfo {
 			{"server_rss_bytes_per_conn", "server RSS per connection", uBytes, false},
 			{"kernel_sockbuf_bytes_per_conn", "kernel socket buffers per connection", uBytes, false},
 			{"server_goroutines_per_conn", "server goroutines per connection", uCount, false},
-			{"server_idle_cpu_pct", "server CPU while idle (% of a core)", uPct, false},
+			{"server_idle_cpu_pct_per_1k_conns", "server CPU per 1,000 idle connections (% of a core)", uPct, false},
+			{"server_idle_cpu_pct", "server CPU while they idle (% of a core)", uPct, false},
+			{"server_idle_cpu_pct_before", "server CPU idle before they opened (% of a core)", uPct, false},
 		}}
 	case strings.HasPrefix(scenario, "throughput-"):
 		return scenarioInfo{"bulk echo: bytes per second and CPU per byte", []metricInfo{
@@ -140,6 +143,8 @@ func scale(u unit, v float64) (div float64, suffix string) {
 		return perSec / 1e9, " ns"
 	case uBytes:
 		switch {
+		case a >= 1<<30:
+			return 1 << 30, " GiB"
 		case a >= 1<<20:
 			return 1 << 20, " MiB"
 		case a >= 1<<10:
@@ -157,6 +162,13 @@ func scale(u unit, v float64) (div float64, suffix string) {
 		return 1, "/s"
 	case uPct:
 		return 1, " %"
+	case uPeers:
+		switch {
+		case a >= 1e6:
+			return 1e6, " M"
+		case a >= 1e3:
+			return 1e3, " k"
+		}
 	}
 	return 1, ""
 }

@@ -383,8 +383,8 @@ func writeCapacityHTML(w io.Writer, rep report) {
 		fmt.Fprintf(w, "<tr><td>%s<td>%s<td>%s<td>%s<td class=lim-%s>%s<td><b>%s</b>\n", html.EscapeString(stackLabel(row.Stack)), fmtCount(row.PeersPerMachine),
 			fmtCount(row.PeersByMemory), fmtCount(row.PeersByCPU), cls, html.EscapeString(orNA(row.RunsOutFirst)), fmtCount(row.Machines))
 	}
-	fmt.Fprint(w, "</table></div>\n")
-	ch := hchart{id: "capacity-limits", title: "Peers one machine takes at the plan's mix, by resource", u: uCount,
+	fmt.Fprintf(w, "</table><p class=note>%s</p></div>\n", html.EscapeString(notModelled))
+	ch := hchart{id: "capacity-limits", title: "Peers one machine takes at the plan's mix, by resource", u: uPeers,
 		legend: []seg{{"memory allows", "#0b7a75", 0}, {"CPU allows", "#b0241b", 0}},
 		note:   "The shorter bar runs out first. Whiskers: best to worst run of every input.", labelW: 190}
 	for i, row := range c.Stacks {
@@ -396,9 +396,9 @@ func writeCapacityHTML(w io.Writer, rep report) {
 			if lim.s.known() {
 				b.segs = []seg{{lim.name, lim.color, float64(lim.s.Value)}}
 				b.lo, b.hi = float64(lim.s.Lo), float64(lim.s.Hi)
-				b.text = fmtCount(span{lim.s.Value, lim.s.Value, lim.s.Value})
+				b.text = fmtUnit(uPeers, float64(lim.s.Value))
 			} else {
-				b.text = "unknown"
+				b.text = fmtCount(lim.s) // unknown, or not measurable
 			}
 			ch.bars = append(ch.bars, b)
 		}

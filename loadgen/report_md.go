@@ -21,6 +21,9 @@ func sig3(v float64) float64 {
 // fmtCount prints a count with its spread, rounded to three significant
 // digits with thousands separators: "262,000 (255,000–270,000)".
 func fmtCount(s span) string {
+	if s.Unmeasurable {
+		return "not measurable"
+	}
 	if !s.known() {
 		return "unknown"
 	}
@@ -33,6 +36,9 @@ func fmtCount(s span) string {
 
 // fmtSpan prints a derived figure in unit u with its range.
 func fmtSpan(u unit, s span) string {
+	if s.Unmeasurable {
+		return "not measurable"
+	}
 	st := s.stat()
 	if s.Lo == s.Hi {
 		st.N = 1
@@ -119,6 +125,9 @@ func sectionLine(rep report, sc string) string {
 		return number(first("conns"), 0) + " idle connections, one echo each, then measured after two GCs"
 	case strings.HasPrefix(sc, "throughput-"):
 		k := strings.TrimPrefix(sc, "throughput-")
+		if k == "1" {
+			return "1 echo stream on one libp2p connection (raw: 1 connection), 32 KiB writes" + dur
+		}
 		return fmt.Sprintf("%s echo streams on one libp2p connection (raw: %s connections), 32 KiB writes%s", k, k, dur)
 	case sc == "messages":
 		s := number(first("conns"), 0) + " connections"
@@ -237,6 +246,9 @@ func machineSize(m machine) string {
 	return fmt.Sprintf("%d cores, %s", m.CPUs, mem)
 }
 
+// notModelled is what the capacity arithmetic leaves out.
+const notModelled = "Not modelled: the file-descriptor limit (one per peer: raise ulimit -n), the peers' own keepalive and protocol traffic (count it in -plan-mbps and -plan-new-per-sec), and what the client side of a real peer costs the network."
+
 // writeCapacityMarkdown is the summary an operator acts on.
 func writeCapacityMarkdown(w io.Writer, rep report) {
 	c := rep.Capacity
@@ -261,7 +273,7 @@ func writeCapacityMarkdown(w io.Writer, rep report) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", stackLabel(row.Stack), fmtCount(row.PeersPerMachine), fmtCount(row.PeersByMemory),
 			fmtCount(row.PeersByCPU), orNA(row.RunsOutFirst), fmtCount(row.Machines))
 	}
-	fmt.Fprintf(w, "\nPeers per machine at the plan's mix: each peer brings its memory, its share of the new connections and bytes, and its idle CPU; the machine is full when memory or CPU reaches the headroom. Ranges run from every input's best run to its worst.\n\n")
+	fmt.Fprintf(w, "\nPeers per machine at the plan's mix: each peer brings its memory, its share of the new connections and bytes, and its idle CPU; the machine is full when memory or CPU reaches the headroom. Ranges run from every input's best run to its worst. %s\n\n", notModelled)
 }
 
 func orNA(s string) string {

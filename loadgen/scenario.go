@@ -70,7 +70,7 @@ func defaultParams() params {
 		ThroughputK:  []int{1, 16},
 		ChurnPar:     8,
 		Repeat:       3,
-		Settle:       500 * time.Millisecond,
+		Settle:       300 * time.Millisecond,
 	}
 }
 
@@ -299,10 +299,16 @@ func (r *runner) connect() Result {
 }
 
 // hold: N idle connections (one round trip each): server memory and
-// goroutines per connection, and server CPU while they idle.
+// goroutines per connection, and server CPU while they idle, each against
+// the same reading of the server before they opened.
 func (r *runner) hold() Result {
 	res := Result{Stack: r.st.Name, Scenario: "hold", Runs: 1, Metrics: Metrics{}}
+	m := res.Metrics
+	// Let the previous scenario's closes land; then the baseline: memory
+	// after two GCs, and CPU over an idle window.
+	time.Sleep(r.p.Settle / 2)
 	r.serverGC()
+	base := r.idleCPU()
 	s0, err := r.probe.sample()
 	if err != nil {
 		res.Note = err.Error()
@@ -318,22 +324,18 @@ func (r *runner) hold() Result {
 	}
 	time.Sleep(r.p.Settle)
 	r.serverGC()
+	held := r.idleCPU()
 	s1, err := r.probe.sample()
 	if err != nil {
 		res.Note = err.Error()
 		return res
 	}
 	k1, kerr1 := sockstatTCPPages()
-	t1 := time.Now()
-	time.Sleep(r.p.Settle) // idle: keepalive timers only
-	s2, _ := r.probe.sample()
-	idle := time.Since(t1)
 	n := float64(len(conns))
-	m := res.Metrics
 	m["conns"] = n
 	m["server_rss_bytes_per_conn"], m["server_goroutines_per_conn"] = unknown, unknown
 	if s0.HasRSS && s1.HasRSS {
-		m["server_rss_bytes_per_conn"] = float64(s1.RSS-s0.RSS) / n
+		m["server_rss_bytes_per_conn"] = float64(s1.inUse()-s0.inUse()) / n
 	}
 	if s0.HasGoroutines && s1.HasGoroutines {
 		m["server_goroutines_per_conn"] = (s1.Goroutines - s0.Goroutines) / n
@@ -345,11 +347,26 @@ func (r *runner) hold() Result {
 	if kerr == nil && kerr1 == nil && r.p.BothEndsLocal {
 		m["kernel_sockbuf_bytes_per_conn"] = float64((k1-k0)*int64(os.Getpagesize())) / 2 / n
 	}
-	m["server_idle_cpu_pct"] = unknown
-	if s1.HasCPU && s2.HasCPU {
-		m["server_idle_cpu_pct"] = 100 * (s2.CPU - s1.CPU).Seconds() / idle.Seconds()
-	}
+	m["server_idle_cpu_pct"], m["server_idle_cpu_pct_before"] = held, base
+	// What the idle connections add: the baseline (the runtime's
+	// background work, timers, GC) is not theirs.
+	m["server_idle_cpu_pct_per_1k_conns"] = (held - base) / n * 1000
 	return res
+}
+
+// idleCPU is the server's CPU over a Settle-long window in which the
+// generator sends nothing, as % of one core (unknown without a probe).
+// Only CPU is read at its ends: a /metrics scrape inside the window would
+// be counted as the server's idle work.
+func (r *runner) idleCPU() float64 {
+	c0, ok0 := r.probe.cpu()
+	t0 := time.Now()
+	time.Sleep(r.p.Settle)
+	c1, ok1 := r.probe.cpu()
+	if !ok0 || !ok1 {
+		return unknown
+	}
+	return 100 * (c1 - c0).Seconds() / time.Since(t0).Seconds()
 }
 
 // serverGC asks the server for two collections so memory readings are the

@@ -425,3 +425,23 @@ func TestProgressLines(t *testing.T) {
 		t.Errorf("last lines %q", lines[3:])
 	}
 }
+
+// On a terminal, one live line: step N/M, what runs, the ETA.
+func TestProgressLive(t *testing.T) {
+	var out bytes.Buffer
+	steps := []step{{1, allStacks[0], "connect"}, {1, allStacks[0], "hold"}}
+	p := newProgress(&out, true, steps, 1)
+	p.begin(0)
+	p.end(0, "")
+	p.begin(1)
+	p.finish()
+	s := out.String()
+	for _, want := range []string{"\r\033[K[1/2] run 1/1 ws+noise connect …", "\r\033[K[2/2] run 1/1 ws+noise hold …", "ETA 0:00", "loadgen: 1 steps (1 runs) in"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("live progress lacks %q: %q", want, s)
+		}
+	}
+	if strings.Count(s, "\n") != 1 {
+		t.Errorf("live progress printed %d lines, want only the closing one: %q", strings.Count(s, "\n"), s)
+	}
+}

@@ -65,9 +65,9 @@ func catalog(scenario string) scenarioInfo {
 			{"server_rss_bytes_per_conn", "server RSS per connection", uBytes, false},
 			{"kernel_sockbuf_bytes_per_conn", "kernel socket buffers per connection", uBytes, false},
 			{"server_goroutines_per_conn", "server goroutines per connection", uCount, false},
-			{"server_idle_cpu_pct_per_1k_conns", "server CPU per 1,000 idle connections (% of a core)", uPct, false},
-			{"server_idle_cpu_pct", "server CPU while they idle (% of a core)", uPct, false},
-			{"server_idle_cpu_pct_before", "server CPU idle before they opened (% of a core)", uPct, false},
+			{"server_idle_cpu_pct_per_1k_conns", "server CPU per 1,000 idle connections", uPct, false},
+			{"server_idle_cpu_pct", "server CPU while they idle", uPct, false},
+			{"server_idle_cpu_pct_before", "server CPU idle, before they opened", uPct, false},
 		}}
 	case strings.HasPrefix(scenario, "throughput-"):
 		return scenarioInfo{"bulk echo: bytes per second and CPU per byte", []metricInfo{

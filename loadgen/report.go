@@ -112,7 +112,7 @@ func noiseCost(results []Result) []noiseRatio {
 					continue
 				}
 				nr := noiseRatio{Transport: tr, Scenario: sc, Metric: cm.metric, Noise: n.Median, Plaintext: p.Median,
-					Ratio: n.Median / p.Median, RatioMin: n.Min / p.Max, RatioMax: n.Max / p.Min, Runs: min(n.N, p.N)}
+					Ratio: n.Median / p.Median, RatioMin: max(0, n.Min) / p.Max, RatioMax: n.Max / p.Min, Runs: min(n.N, p.N)}
 				nr.Measurable = !(nr.RatioMin <= 1 && 1 <= nr.RatioMax)
 				out = append(out, nr)
 			}

@@ -63,9 +63,9 @@ type hchart struct {
 }
 
 const (
-	chartW   = 580
+	chartW   = 590
 	labelW   = 140
-	valueW   = 96
+	valueW   = 124
 	rowH     = 22
 	barH     = 14
 	groupGap = 10
@@ -326,8 +326,9 @@ func percentileSeries(rep report, sc, prefix, suffix string) []pctSeries {
 const pageCSS = `body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px 28px;max-width:1240px;color:#1d1d1d}
 h1{font-size:21px;margin:0 0 4px}h2{font-size:17px;margin:26px 0 8px;padding-bottom:3px;border-bottom:1px solid #ccc}
 .meta{color:#444;margin:4px 0}nav a{margin-right:14px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}td,th{padding:3px 9px;border-bottom:1px solid #e2e2e2;text-align:right;white-space:nowrap}
-td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
+.tw{overflow-x:auto;max-width:100%}table{border-collapse:collapse;font-size:12.5px;margin:6px 0 10px}
+td,th{padding:3px 7px;border-bottom:1px solid #e2e2e2;text-align:right;white-space:nowrap}
+td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}table.noise td:nth-child(-n+3),table.noise th:nth-child(-n+3){text-align:left}
 .charts{display:flex;flex-wrap:wrap;gap:10px 36px}figure{margin:0}figcaption{font-weight:600;font-size:13px;margin-bottom:2px}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg .lb{font-size:12px}svg .val{font-size:11px;fill:#111}svg .lg{font-size:11px}
 svg .grid{stroke:#e6e6e6}svg .ax{fill:#666}svg .wh{stroke:#222;stroke-width:1.2;fill:none}svg .line{fill:none;stroke-width:2}
@@ -496,9 +497,7 @@ func writeMemoryHTML(w io.Writer, rep report) {
 		ch.bars = append(ch.bars, b)
 	}
 	ch.write(w)
-	fmt.Fprint(w, "<div>")
-	writeTableHTML(w, rep, "hold")
-	fmt.Fprint(w, "</div></div></section>\n")
+	fmt.Fprint(w, "</div></section>\n")
 }
 
 func writeThroughputHTML(w io.Writer, rep report) {
@@ -544,7 +543,7 @@ func writeNoiseHTML(w io.Writer, rep report) {
 		return
 	}
 	fmt.Fprint(w, "<section id=noise><h2>What Noise costs on top of the transport</h2><p class=note>(x+Noise)/(x+plaintext), medians of the same runs; the range is Noise's min over plaintext's max to Noise's max over plaintext's min. A range that includes 1 is no measurable difference.</p>\n")
-	fmt.Fprint(w, "<table><tr><th>transport<th>scenario<th>figure<th>Noise<th>plaintext<th>Noise / plaintext\n")
+	fmt.Fprint(w, "<div class=tw><table class=noise><tr><th>transport<th>scenario<th>figure<th>Noise<th>plaintext<th>Noise / plaintext\n")
 	for _, nr := range rep.NoiseCost {
 		mi := metricByName(nr.Scenario, nr.Metric)
 		n, _ := find(rep.Results, nr.Transport+"+noise", nr.Scenario).get(nr.Metric)
@@ -552,13 +551,13 @@ func writeNoiseHTML(w io.Writer, rep report) {
 		fmt.Fprintf(w, "<tr><td>%s<td>%s<td>%s<td>%s<td>%s<td>%s\n", transportLabel(nr.Transport), nr.Scenario, html.EscapeString(mi.label),
 			fmtStat(mi.unit, n), fmtStat(mi.unit, p), html.EscapeString(noiseFigure(nr)))
 	}
-	fmt.Fprint(w, "</table></section>\n")
+	fmt.Fprint(w, "</table></div></section>\n")
 }
 
 // writeTableHTML is one scenario's figures per stack, as in the Markdown.
 func writeTableHTML(w io.Writer, rep report, sc string) {
 	stacks := stacksOf(rep.Results, sc)
-	fmt.Fprint(w, "<table><tr><th>metric")
+	fmt.Fprint(w, "<div class=tw><table><tr><th>metric")
 	for _, st := range stacks {
 		fmt.Fprintf(w, "<th>%s", html.EscapeString(stackLabel(st)))
 	}
@@ -574,7 +573,7 @@ func writeTableHTML(w io.Writer, rep report, sc string) {
 	for _, st := range stacks {
 		fmt.Fprintf(w, "<td>%d", find(rep.Results, st, sc).Errors)
 	}
-	fmt.Fprint(w, "\n</table>\n")
+	fmt.Fprint(w, "\n</table></div>\n")
 }
 
 func writeTablesHTML(w io.Writer, rep report) {

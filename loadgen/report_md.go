@@ -122,7 +122,7 @@ func sectionLine(rep report, sc string) string {
 		}
 		return s + "; each does one echo"
 	case sc == "hold":
-		return number(first("conns"), 0) + " idle connections, one echo each, then measured after two GCs"
+		return number(first("conns"), 0) + " idle connections, one echo each, then measured after two GCs; CPU in % of one core"
 	case strings.HasPrefix(sc, "throughput-"):
 		k := strings.TrimPrefix(sc, "throughput-")
 		if k == "1" {

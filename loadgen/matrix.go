@@ -159,7 +159,9 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	}
 	if profiles {
 		if metricsURL != "" {
-			p.ProfileServer = serverProfiler(dir, strings.TrimSuffix(metricsURL, "/metrics")+"/debug/pprof/")
+			base := strings.TrimSuffix(metricsURL, "/metrics") + "/debug/pprof/"
+			p.ProfileServer = serverProfiler(dir, base)
+			p.SnapshotServer = serverSnapshot(dir, base)
 		}
 		f, err := os.Create(filepath.Join(dir, "generator-cpu.pprof"))
 		if err == nil {
@@ -282,24 +284,26 @@ func stepSummary(r Result) string {
 	return strings.Join(out, ", ")
 }
 
+// getProfile saves one pprof endpoint's answer to path.
+func getProfile(url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return
+	}
+	if f, err := os.Create(path); err == nil {
+		io.Copy(f, resp.Body)
+		f.Close()
+	}
+}
+
 // serverProfiler returns the ProfileServer hook: a CPU profile of the
 // server for the scenario's duration, then heap, allocs, goroutine, mutex
 // and block profiles, into dir/<stack>/<scenario>/.
 func serverProfiler(dir, base string) func(string, time.Duration) func() {
-	get := func(url, path string) {
-		resp, err := http.Get(url)
-		if err != nil {
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return
-		}
-		if f, err := os.Create(path); err == nil {
-			io.Copy(f, resp.Body)
-			f.Close()
-		}
-	}
 	return func(name string, d time.Duration) func() {
 		sub := filepath.Join(dir, strings.ReplaceAll(name, "+", "_"))
 		os.MkdirAll(sub, 0o755)
@@ -307,14 +311,26 @@ func serverProfiler(dir, base string) func(string, time.Duration) func() {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			get(fmt.Sprintf("%sprofile?seconds=%d", base, secs), filepath.Join(sub, "server-cpu.pprof"))
+			getProfile(fmt.Sprintf("%sprofile?seconds=%d", base, secs), filepath.Join(sub, "server-cpu.pprof"))
 		}()
 		return func() {
 			<-done
 			for _, p := range []string{"heap", "allocs", "goroutine", "mutex", "block"} {
-				get(base+p, filepath.Join(sub, "server-"+p+".pprof"))
+				getProfile(base+p, filepath.Join(sub, "server-"+p+".pprof"))
 			}
 		}
+	}
+}
+
+// serverSnapshot returns the SnapshotServer hook: the server's live heap
+// (after a GC) and goroutines at this moment, into dir/<stack>/<scenario>/:
+// what holds the memory of idle connections.
+func serverSnapshot(dir, base string) func(string) {
+	return func(name string) {
+		sub := filepath.Join(dir, strings.ReplaceAll(name, "+", "_"))
+		os.MkdirAll(sub, 0o755)
+		getProfile(base+"heap?gc=1", filepath.Join(sub, "server-heap.pprof"))
+		getProfile(base+"goroutine", filepath.Join(sub, "server-goroutine.pprof"))
 	}
 }
 

@@ -616,8 +616,12 @@ func writeProfilesHTML(w io.Writer, rep report) {
 				fmt.Fprintf(w, "<td>%s", na)
 				continue
 			}
-			d := filepath.ToSlash(filepath.Join(base, strings.ReplaceAll(st, "+", "_"), sc))
-			fmt.Fprintf(w, "<td><a href=\"%s/server-cpu.pprof\">cpu</a> · <a href=\"%s/server-heap.pprof\">heap</a>", html.EscapeString(d), html.EscapeString(d))
+			d := html.EscapeString(filepath.ToSlash(filepath.Join(base, strings.ReplaceAll(st, "+", "_"), sc)))
+			if sc == "hold" { // heap and goroutines with the connections open; no CPU to profile
+				fmt.Fprintf(w, "<td><a href=\"%s/server-heap.pprof\">heap</a> · <a href=\"%s/server-goroutine.pprof\">goroutine</a>", d, d)
+			} else {
+				fmt.Fprintf(w, "<td><a href=\"%s/server-cpu.pprof\">cpu</a> · <a href=\"%s/server-heap.pprof\">heap</a>", d, d)
+			}
 		}
 		fmt.Fprintln(w)
 	}

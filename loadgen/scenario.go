@@ -53,6 +53,9 @@ type params struct {
 	Settle        time.Duration                                 `json:"-"`
 	SettleGCURL   string                                        `json:"-"` // server endpoint that runs its GC before memory readings
 	ProfileServer func(scenario string, d time.Duration) func() `json:"-"`
+	// SnapshotServer saves the server's heap and goroutine profiles now
+	// (hold, with its connections open).
+	SnapshotServer func(scenario string) `json:"-"`
 	// BothEndsLocal: the server's sockets share this network namespace
 	// with the generator's (a local server), so /proc/net/sockstat counts
 	// both ends of every connection.
@@ -331,6 +334,9 @@ func (r *runner) hold() Result {
 		return res
 	}
 	k1, kerr1 := sockstatTCPPages()
+	if r.profile && r.p.SnapshotServer != nil {
+		r.p.SnapshotServer(r.st.Name + "/hold")
+	}
 	n := float64(len(conns))
 	m["conns"] = n
 	m["server_rss_bytes_per_conn"], m["server_goroutines_per_conn"] = unknown, unknown

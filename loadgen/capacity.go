@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -21,10 +23,34 @@ type planTarget struct {
 }
 
 func (t *planTarget) register(fs *flag.FlagSet) {
-	fs.Float64Var(&t.Peers, "plan-peers", 1_000_000, "capacity plan: peers connected at once across the fleet")
+	t.Peers = 1_000_000
+	fs.Var(countFlag{&t.Peers}, "plan-peers", "capacity plan: peers connected at once across the fleet")
 	fs.Float64Var(&t.NewPerSec, "plan-new-per-sec", 500, "capacity plan: new connections per second across the fleet")
 	fs.Float64Var(&t.Mbps, "plan-mbps", 200, "capacity plan: payload Mbit/s across the fleet (each byte in from one peer and out to one)")
 	fs.Float64Var(&t.Headroom, "plan-headroom", 0.7, "capacity plan: fraction of each machine's cores and memory to use")
+}
+
+// countFlag is a float flag printed as a whole number ("1000000", not
+// "1e+06", in -help).
+type countFlag struct{ v *float64 }
+
+func (c countFlag) String() string {
+	if c.v == nil {
+		return "0"
+	}
+	return strconv.FormatFloat(*c.v, 'f', -1, 64)
+}
+
+func (c countFlag) Set(s string) error {
+	v, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), 64)
+	if err == nil && v <= 0 {
+		err = errors.New("must be positive")
+	}
+	if err != nil {
+		return err
+	}
+	*c.v = v
+	return nil
 }
 
 // num is a float that is null in JSON when it is unknown (NaN).
@@ -194,8 +220,11 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 
 		// Per peer at the plan's mix: memory, and cores (its share of the
 		// handshakes and bytes, plus its idle cost).
-		newPerPeer := plan.NewPerSec / plan.Peers
-		bytesPerPeer := plan.Mbps * 1e6 / 8 / plan.Peers
+		var newPerPeer, bytesPerPeer float64
+		if plan.Peers > 0 {
+			newPerPeer = plan.NewPerSec / plan.Peers
+			bytesPerPeer = plan.Mbps * 1e6 / 8 / plan.Peers
+		}
 		row.PeersByMemory, row.PeersByCPU = unknownSpan, unknownSpan
 		if mem > 0 { // a schema-1 report does not say
 			row.PeersByMemory = derive(func(p func(stat) float64) float64 {
@@ -212,7 +241,7 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 			}, hs, perByte, idle)
 		}
 		row.PeersPerMachine, row.RunsOutFirst = limitOf(row.PeersByMemory, row.PeersByCPU)
-		if row.PeersPerMachine.known() {
+		if row.PeersPerMachine.known() && plan.Peers > 0 {
 			f := func(v num) num { return num(math.Ceil(plan.Peers / float64(v))) }
 			pm := row.PeersPerMachine
 			row.Machines = span{f(pm.Value), f(pm.Hi), f(pm.Lo), false}

@@ -47,9 +47,9 @@ type params struct {
 	ThroughputK  []int         `json:"throughput_streams"`
 	ChurnPar     int           `json:"churn_parallel"`
 	Repeat       int           `json:"repeat"`
-	// Settle is how long hold waits after opening (and after asking the
-	// server for a GC) before reading memory, and how long it then
-	// measures the server's idle CPU.
+	// Settle is how long hold lets the server settle after its
+	// connections open (and half of it after each GC) before reading
+	// memory, and how long each of its idle-CPU windows lasts.
 	Settle        time.Duration                                 `json:"-"`
 	SettleGCURL   string                                        `json:"-"` // server endpoint that runs its GC before memory readings
 	ProfileServer func(scenario string, d time.Duration) func() `json:"-"`
@@ -84,7 +84,8 @@ type runner struct {
 	probe serverProbe
 	p     params
 	// profile: this run takes the server's pprof profiles (the first of
-	// the -repeat runs; CPU profiling at 100 Hz costs the server about 1 %).
+	// the -repeat runs; the others run unprofiled, so the spread shows
+	// whether sampling at 100 Hz moved a figure).
 	profile bool
 }
 

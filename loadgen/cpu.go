@@ -78,6 +78,73 @@ func selfCPU() time.Duration {
 	return d
 }
 
+// machineBusy is the CPU time all cores of this machine have spent busy
+// (user, nice, system, irq, softirq, steal) from /proc/stat's cpu line, in
+// clock ticks.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("loadgen: /proc/stat starts with %q", line)
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system [idle iowait] irq softirq steal
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clkTck, nil
+}
+
+// otherLoad measures the CPU other processes take from this machine while
+// loadgen runs: the machine's busy time less the generator's and, when the
+// server is local, the server's. Every figure in the report shares the
+// cores with that work, so the report states it.
+type otherLoad struct {
+	start time.Time
+	busy  time.Duration // machineBusy at start
+	ours  time.Duration // ourCPU at start
+	probe serverProbe
+	ok    bool
+}
+
+func startOtherLoad(probe serverProbe) *otherLoad {
+	o := &otherLoad{start: time.Now(), probe: probe}
+	var err error
+	o.busy, err = machineBusy()
+	o.ok = err == nil
+	o.ours = o.ourCPU()
+	return o
+}
+
+// ourCPU is the generator's CPU plus a local server's.
+func (o *otherLoad) ourCPU() time.Duration {
+	d := selfCPU()
+	if o.probe.pid > 0 {
+		if c, ok := o.probe.cpu(); ok {
+			d += c
+		}
+	}
+	return d
+}
+
+// pct is the other processes' share of the machine's CPU since start, in
+// % of all its cores (unknown without /proc/stat).
+func (o *otherLoad) pct(cores int) float64 {
+	busy, err := machineBusy()
+	if !o.ok || err != nil || cores <= 0 {
+		return unknown
+	}
+	other := (busy - o.busy) - (o.ourCPU() - o.ours)
+	return max(0, 100*other.Seconds()/time.Since(o.start).Seconds()/float64(cores))
+}
+
 // sockstatTCPPages is the "mem" field of /proc/net/sockstat's TCP line:
 // pages of memory charged to TCP socket buffers in this network namespace
 // (both ends of a loopback connection).

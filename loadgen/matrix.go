@@ -213,6 +213,7 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 			}
 		}
 	}
+	load := startOtherLoad(probe)
 	prog := newProgress(os.Stderr, isTerminal(os.Stderr), steps, p.Repeat)
 	runs := map[string][]Result{}
 	for i, s := range steps {
@@ -236,6 +237,7 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 		runs[s.key()] = append(runs[s.key()], res)
 	}
 	prog.finish()
+	rep.Method.OtherLoad = num(load.pct(rep.Machine.CPUs))
 	for _, s := range steps {
 		if rs, ok := runs[s.key()]; ok {
 			rep.Results = append(rep.Results, aggregate(rs))

@@ -61,6 +61,10 @@ type method struct {
 	ClientCPU string  `json:"client_cpu"` // schedstat or ticks
 	Duration  float64 `json:"duration_s"` // timed scenarios (throughput, messages, churn)
 	Settle    float64 `json:"settle_s"`   // hold's settling and idle-CPU window
+	// OtherLoad is the CPU other processes used on this machine during the
+	// run, in % of all its cores (the machine's busy time from /proc/stat
+	// less the generator's and a local server's); null when unknown.
+	OtherLoad num `json:"other_load_pct"`
 }
 
 // noiseRatio is what Noise costs over plaintext on the same transport:

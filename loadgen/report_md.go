@@ -88,8 +88,19 @@ func methodLine(rep report) string {
 		"unknown":   "unknown (no -server-pid or -server-metrics)",
 		"":          "/proc/PID/stat (10 ms ticks)", // schema 1
 	}
-	return fmt.Sprintf("%s; server CPU from %s, generator CPU from %s; both share this machine's cores", runs, cpu[me.ServerCPU], cpu[me.ClientCPU])
+	out := fmt.Sprintf("%s; server CPU from %s, generator CPU from %s; both share this machine's cores", runs, cpu[me.ServerCPU], cpu[me.ClientCPU])
+	if l := float64(me.OtherLoad); finite(l) && me.Repeat > 0 {
+		out += fmt.Sprintf("; other processes used %s of the machine's CPU during the run", fmtUnit(uPct, l))
+		if l >= busyMachine {
+			out += " (a busy machine: rates are low and CPU costs high against an idle one)"
+		}
+	}
+	return out
 }
+
+// busyMachine is the other processes' share of the CPU (%) from which the
+// report warns that its figures are pessimistic.
+const busyMachine = 10
 
 // planLine states the plan's target.
 func planLine(p planTarget) string {

@@ -208,10 +208,18 @@ func TestMarkdownReport(t *testing.T) {
 	if strings.Join(heads, ",") != strings.Join(want, ",") {
 		t.Errorf("sections %q, want %q", heads, want)
 	}
-	for _, s := range []string{"AMD EPYC", "2 cores", "24.0 GiB", "Linux 6.18", "go1.26.8", "swarmgate 7931c2a (fixture)", "median of 3 runs (min–max)", "/proc/PID/schedstat", "2026-12-04 18:29 UTC"} {
+	for _, s := range []string{"AMD EPYC", "2 cores", "24.0 GiB", "Linux 6.18", "go1.26.8", "swarmgate 7931c2a (fixture)", "median of 3 runs (min–max)",
+		"/proc/PID/schedstat", "2026-12-04 18:29 UTC", "other processes used 4.20 % of the machine's CPU during the run."} {
 		if !strings.Contains(md[:strings.Index(md, "## ")], s) {
 			t.Errorf("header lacks %q", s)
 		}
+	}
+	// A run that shared the machine with other work says its figures are
+	// pessimistic.
+	busy := rep
+	busy.Method.OtherLoad = 35
+	if l := methodLine(busy); !strings.Contains(l, "other processes used 35.0 % of the machine's CPU during the run (a busy machine") {
+		t.Errorf("busy machine not flagged: %q", l)
 	}
 
 	capSec := section(md, "## Capacity")

@@ -50,7 +50,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.connectN, "connect-n", 0, "connections the connect scenario opens (default 400)")
 	fs.IntVar(&f.holdN, "hold-n", 0, "idle connections the hold scenario holds (default 2000)")
 	fs.IntVar(&f.msgConns, "message-conns", 0, "connections of the messages scenario (default 200)")
-	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 1s)")
+	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 800ms)")
 	fs.IntVar(&f.repeat, "repeat", 0, "runs of the whole matrix; each figure is their median with min–max (default 3, -quick 1)")
 	f.plan.register(fs)
 }

@@ -34,8 +34,9 @@ type Result struct {
 // params sizes the scenarios; the defaults keep the whole matrix, three
 // runs of it, within about two minutes on two cores while each figure
 // rests on enough work to be stable: 400 handshakes (0.2–0.4 s of server
-// CPU with Noise), 2,000 idle connections (8–30 MB of RSS), and a second
-// of bulk echo, message echo or churn (hundreds of MB, about 10⁵ messages,
+// CPU with Noise), 2,000 idle connections (8–30 MB of RSS: memory per
+// peer is what runs out first, so it gets the most work), and 0.8 s of bulk
+// echo, message echo or churn (hundreds of MB, about 10⁵ messages,
 // thousands of cycles).
 type params struct {
 	ConnectN     int           `json:"connect_n"`
@@ -67,7 +68,7 @@ func defaultParams() params {
 		ConnectN:     400,
 		ConnectPar:   16,
 		HoldN:        2000,
-		Duration:     time.Second,
+		Duration:     800 * time.Millisecond,
 		MessageConns: 200,
 		MessageSize:  64,
 		ThroughputK:  []int{1, 16},

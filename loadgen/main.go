@@ -5,6 +5,7 @@
 //	loadgen serve -listen ADDR …  the swarmgate server (cmd/swarmgate), as the default run's child
 //	loadgen idle -target ADDR …   hold N idle connections and measure the server per connection
 //	loadgen demo                  an embedded engine and its own client in one process
+//	loadgen report FILE.json      re-render a recorded report (Markdown, -html, -csv)
 package main
 
 import (
@@ -34,8 +35,10 @@ func main() {
 		os.Exit(server.Main("loadgen serve", args, os.Stdout, os.Stderr))
 	case "idle":
 		err = idle(args)
+	case "report":
+		err = renderCmd(args)
 	default:
-		err = fmt.Errorf("unknown command %q (want run, serve, idle, demo, or no command)", cmd)
+		err = fmt.Errorf("unknown command %q (want run, serve, idle, demo, report, or no command)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)

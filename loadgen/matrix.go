@@ -13,8 +13,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,8 @@ type runFlags struct {
 	quick                      bool
 	connectN, holdN, msgConns  int
 	duration                   time.Duration
+	repeat                     int
+	plan                       planTarget
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -43,12 +46,14 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.jsonPath, "json", "", "write the JSON report here (default: <profiles>/report.json)")
 	fs.StringVar(&f.csvPath, "csv", "", "write the results as CSV here")
 	fs.StringVar(&f.htmlOut, "html", "", "write an HTML report with charts here (default: <profiles>/report.html)")
-	fs.StringVar(&f.profiles, "profiles", "", "directory for pprof profiles (default: profiles/<timestamp>); \"none\" disables")
+	fs.StringVar(&f.profiles, "profiles", "", "directory for the reports and pprof profiles (default: profiles/<timestamp>); \"none\": the reports in profiles/<timestamp>, no profiles")
 	fs.BoolVar(&f.quick, "quick", false, "small counts and short durations (tests, smoke runs)")
 	fs.IntVar(&f.connectN, "connect-n", 0, "connections the connect scenario opens (default 400)")
 	fs.IntVar(&f.holdN, "hold-n", 0, "idle connections the hold scenario holds (default 2000)")
 	fs.IntVar(&f.msgConns, "message-conns", 0, "connections of the messages scenario (default 200)")
-	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 2s)")
+	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 800ms)")
+	fs.IntVar(&f.repeat, "repeat", 0, "runs of the whole matrix; each figure is their median with min–max (default 3, -quick 1)")
+	f.plan.register(fs)
 }
 
 // matrix is the default command: an engine child process on loopback, the
@@ -104,27 +109,6 @@ func isTLSAddr(m ma.Multiaddr) bool {
 	return false
 }
 
-// report is the whole run, the JSON document.
-type report struct {
-	Schema     int          `json:"schema"`
-	Started    time.Time    `json:"started"`
-	Seconds    float64      `json:"seconds"`
-	Server     string       `json:"server"`
-	Machine    machine      `json:"machine"`
-	Results    []Result     `json:"results"`
-	NoiseCost  []noiseRatio `json:"noise_cost"`
-	Profiles   string       `json:"profiles,omitempty"`
-	NotRun     []string     `json:"not_run,omitempty"`
-	Parameters params       `json:"-"`
-}
-
-type machine struct {
-	GOOS   string `json:"goos"`
-	GOARCH string `json:"goarch"`
-	CPUs   int    `json:"cpus"`
-	Go     string `json:"go"`
-}
-
 func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, serverName string) error {
 	stacks, err := parseStacks(rf.stacks)
 	if err != nil {
@@ -134,9 +118,14 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	if rf.scenarios != "" && rf.scenarios != "all" {
 		scenarios = strings.Split(rf.scenarios, ",")
 	}
+	for _, sc := range scenarios {
+		if !slices.Contains(scenarioNames, sc) {
+			return fmt.Errorf("unknown scenario %q (have %s)", sc, strings.Join(scenarioNames, ", "))
+		}
+	}
 	p := defaultParams()
 	if rf.quick {
-		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4}
+		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4, Repeat: 1, Settle: 200 * time.Millisecond}
 	}
 	if rf.connectN > 0 {
 		p.ConnectN = rf.connectN
@@ -150,22 +139,30 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	if rf.duration > 0 {
 		p.Duration = rf.duration
 	}
+	if rf.repeat > 0 {
+		p.Repeat = rf.repeat
+	}
+	p.BothEndsLocal = probe.pid > 0
 	if metricsURL != "" {
 		p.SettleGCURL = strings.Replace(metricsURL, "/metrics", "/debug/pprof/heap?gc=1", 1)
 	}
-	dir := rf.profiles
+	// The reports always go to a directory; -profiles none only skips
+	// the pprof profiles.
+	dir, profiles := rf.profiles, true
+	if dir == "none" {
+		dir, profiles = "", false
+	}
 	if dir == "" {
 		dir = filepath.Join("profiles", time.Now().UTC().Format("20060102-150405"))
 	}
-	if dir == "none" {
-		dir = ""
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
-	if dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
+	if profiles {
 		if metricsURL != "" {
-			p.ProfileServer = serverProfiler(dir, strings.TrimSuffix(metricsURL, "/metrics")+"/debug/pprof/")
+			base := strings.TrimSuffix(metricsURL, "/metrics") + "/debug/pprof/"
+			p.ProfileServer = serverProfiler(dir, base)
+			p.SnapshotServer = serverSnapshot(dir, base)
 		}
 		f, err := os.Create(filepath.Join(dir, "generator-cpu.pprof"))
 		if err == nil {
@@ -183,73 +180,133 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 		return err
 	}
 	cl := &client{eng: eng, host: host}
-	rep := report{Schema: 1, Started: time.Now().UTC(), Server: serverName, Parameters: p, Profiles: dir,
-		Machine: machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, CPUs: runtime.NumCPU(), Go: runtime.Version()}}
-	prog := progress{on: isTerminal(os.Stderr)}
+	_, clientCPU, _ := cpuOf(os.Getpid())
+	rep := report{Schema: reportSchema, Started: time.Now().UTC(), Server: serverName, Version: swarmgateVersion(), Parameters: p,
+		Machine: thisMachine(),
+		Method: method{Repeat: p.Repeat, Spread: "min-max", ServerCPU: probe.cpuSource(), ClientCPU: clientCPU,
+			Duration: p.Duration.Seconds(), Settle: p.Settle.Seconds()}}
+	if profiles && p.ProfileServer != nil {
+		rep.Profiles = dir
+	}
+
+	// Every run goes through every stack before the next run starts, so
+	// a drift in the machine's load (other work on shared cores) spreads
+	// over all stacks instead of skewing one.
+	var ran []stack
 	for _, st := range stacks {
-		tg, ok := tgs[st.TLS]
-		if !ok {
+		if _, ok := tgs[st.TLS]; ok {
+			ran = append(ran, st)
+		} else {
 			rep.NotRun = append(rep.NotRun, st.Name+": no "+map[bool]string{false: "/ws", true: "/tls/ws"}[st.TLS]+" target")
-			continue
 		}
-		r := &runner{cl: cl, tg: tg, st: st, probe: probe, p: p, prog: prog}
-		for _, sc := range scenarios {
-			prog.printf("%s %s …", st.Name, sc)
-			switch sc {
-			case "connect":
-				rep.Results = append(rep.Results, r.connect())
-			case "hold":
-				rep.Results = append(rep.Results, r.hold())
-			case "throughput":
-				for _, k := range p.ThroughputK {
-					rep.Results = append(rep.Results, r.throughput(k))
+	}
+	var steps []step
+	for run := 1; run <= p.Repeat; run++ {
+		for _, st := range ran {
+			for _, sc := range scenarios {
+				if sc == "throughput" {
+					for _, k := range p.ThroughputK {
+						steps = append(steps, step{run: run, stack: st, scenario: fmt.Sprintf("throughput-%d", k)})
+					}
+				} else {
+					steps = append(steps, step{run: run, stack: st, scenario: sc})
 				}
-			case "messages":
-				rep.Results = append(rep.Results, r.messages())
-			case "churn":
-				rep.Results = append(rep.Results, r.churn())
-			default:
-				return fmt.Errorf("unknown scenario %q", sc)
 			}
 		}
 	}
-	prog.done()
+	load := startOtherLoad(probe)
+	prog := newProgress(os.Stderr, isTerminal(os.Stderr), steps, p.Repeat)
+	runs := map[string][]Result{}
+	for i, s := range steps {
+		r := &runner{cl: cl, tg: tgs[s.stack.TLS], st: s.stack, probe: probe, p: p, profile: s.run == 1}
+		prog.begin(i)
+		var res Result
+		switch sc := s.scenario; {
+		case sc == "connect":
+			res = r.connect()
+		case sc == "hold":
+			res = r.hold()
+		case strings.HasPrefix(sc, "throughput-"):
+			k, _ := strconv.Atoi(strings.TrimPrefix(sc, "throughput-"))
+			res = r.throughput(k)
+		case sc == "messages":
+			res = r.messages()
+		case sc == "churn":
+			res = r.churn()
+		}
+		prog.end(i, stepSummary(res))
+		runs[s.key()] = append(runs[s.key()], res)
+	}
+	prog.finish()
+	rep.Method.OtherLoad = num(load.pct(rep.Machine.CPUs))
+	for _, s := range steps {
+		if rs, ok := runs[s.key()]; ok {
+			rep.Results = append(rep.Results, aggregate(rs))
+			delete(runs, s.key())
+		}
+	}
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	rep.NoiseCost = noiseCost(rep.Results)
-	if dir != "" {
-		if rf.jsonPath == "" {
-			rf.jsonPath = filepath.Join(dir, "report.json")
-		}
-		if rf.htmlOut == "" {
-			rf.htmlOut = filepath.Join(dir, "report.html")
-		}
+	rep.Capacity = computeCapacity(rep.Results, rep.Machine, rf.plan)
+	if rf.jsonPath == "" {
+		rf.jsonPath = filepath.Join(dir, "report.json")
+	}
+	if rf.htmlOut == "" {
+		rf.htmlOut = filepath.Join(dir, "report.html")
+	}
+	if profiles {
 		if f, err := os.Create(filepath.Join(dir, "generator-heap.pprof")); err == nil {
 			pprof.Lookup("heap").WriteTo(f, 0)
 			f.Close()
 		}
 	}
 	writeMarkdown(os.Stdout, rep)
-	return writeFiles(rep, rf)
+	if err := writeFiles(rep, rf.jsonPath, rf.csvPath, rf.htmlOut); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "loadgen: reports: %s, %s\n", rf.jsonPath, rf.htmlOut)
+	return nil
+}
+
+// stepSummary is the progress line's figure for a finished step: the
+// scenario's headline metric, and errors if any.
+func stepSummary(r Result) string {
+	var out []string
+	for _, mi := range catalog(r.Scenario).metrics {
+		if _, ok := r.Metrics[mi.name]; ok && !mi.param {
+			out = append(out, mi.label+" "+cell(&r, mi))
+			break
+		}
+	}
+	if r.Errors > 0 {
+		out = append(out, fmt.Sprintf("%d errors", r.Errors))
+	}
+	if r.Note != "" {
+		out = append(out, r.Note)
+	}
+	return strings.Join(out, ", ")
+}
+
+// getProfile saves one pprof endpoint's answer to path.
+func getProfile(url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return
+	}
+	if f, err := os.Create(path); err == nil {
+		io.Copy(f, resp.Body)
+		f.Close()
+	}
 }
 
 // serverProfiler returns the ProfileServer hook: a CPU profile of the
 // server for the scenario's duration, then heap, allocs, goroutine, mutex
 // and block profiles, into dir/<stack>/<scenario>/.
 func serverProfiler(dir, base string) func(string, time.Duration) func() {
-	get := func(url, path string) {
-		resp, err := http.Get(url)
-		if err != nil {
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return
-		}
-		if f, err := os.Create(path); err == nil {
-			io.Copy(f, resp.Body)
-			f.Close()
-		}
-	}
 	return func(name string, d time.Duration) func() {
 		sub := filepath.Join(dir, strings.ReplaceAll(name, "+", "_"))
 		os.MkdirAll(sub, 0o755)
@@ -257,14 +314,26 @@ func serverProfiler(dir, base string) func(string, time.Duration) func() {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			get(fmt.Sprintf("%sprofile?seconds=%d", base, secs), filepath.Join(sub, "server-cpu.pprof"))
+			getProfile(fmt.Sprintf("%sprofile?seconds=%d", base, secs), filepath.Join(sub, "server-cpu.pprof"))
 		}()
 		return func() {
 			<-done
 			for _, p := range []string{"heap", "allocs", "goroutine", "mutex", "block"} {
-				get(base+p, filepath.Join(sub, "server-"+p+".pprof"))
+				getProfile(base+p, filepath.Join(sub, "server-"+p+".pprof"))
 			}
 		}
+	}
+}
+
+// serverSnapshot returns the SnapshotServer hook: the server's live heap
+// (after a GC) and goroutines at this moment, into dir/<stack>/<scenario>/:
+// what holds the memory of idle connections.
+func serverSnapshot(dir, base string) func(string) {
+	return func(name string) {
+		sub := filepath.Join(dir, strings.ReplaceAll(name, "+", "_"))
+		os.MkdirAll(sub, 0o755)
+		getProfile(base+"heap?gc=1", filepath.Join(sub, "server-heap.pprof"))
+		getProfile(base+"goroutine", filepath.Join(sub, "server-goroutine.pprof"))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -55,7 +56,7 @@ func TestMatrixQuickInProcess(t *testing.T) {
 	}
 	murl := metricsServer(t, reg)
 	dir := t.TempDir()
-	rf := runFlags{stacks: "ws+noise,ws+plaintext,ws", scenarios: "all", quick: true, profiles: dir, csvPath: filepath.Join(dir, "r.csv")}
+	rf := runFlags{stacks: "ws+noise,ws+plaintext,ws", scenarios: "all", quick: true, profiles: dir, csvPath: filepath.Join(dir, "r.csv"), plan: defaultPlan}
 	stdout := os.Stdout
 	os.Stdout, _ = os.Open(os.DevNull)
 	err = runMatrix(rf, map[bool]target{false: {addr: l.Addr(), echoPath: "/echo"}}, serverProbe{pid: os.Getpid(), metricsURL: murl}, murl, "in-process engine")
@@ -72,11 +73,11 @@ func TestMatrixQuickInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][]string{
-		"connect":      {"conn_per_sec", "latency_p50_ms", "latency_p99_ms", "server_cpu_us_per_conn", "client_cpu_us_per_conn"},
-		"hold":         {"conns", "server_rss_bytes_per_conn", "server_goroutines_per_conn", "server_idle_cpu_pct"},
+		"connect":      {"conn_per_sec", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "server_cpu_us_per_conn", "client_cpu_us_per_conn"},
+		"hold":         {"conns", "server_rss_bytes_per_conn", "kernel_sockbuf_bytes_per_conn", "server_goroutines_per_conn", "server_idle_cpu_pct", "server_idle_cpu_pct_before", "server_idle_cpu_pct_per_1k_conns"},
 		"throughput-1": {"bytes_per_sec", "server_cpu_ns_per_byte", "client_cpu_ns_per_byte"},
 		"throughput-4": {"bytes_per_sec"},
-		"messages":     {"msgs_per_sec", "rtt_p50_us", "rtt_p99_us"},
+		"messages":     {"msgs_per_sec", "rtt_p50_us", "rtt_p90_us", "rtt_p99_us", "rtt_p999_us"},
 		"churn":        {"cycles", "cycles_per_sec"},
 	}
 	for _, st := range []string{"ws+noise", "ws+plaintext", "ws"} {
@@ -116,6 +117,18 @@ func TestMatrixQuickInProcess(t *testing.T) {
 	}
 	if len(rep.NoiseCost) == 0 {
 		t.Error("no Noise cost ratios")
+	}
+	// The in-process server is this process: every figure is known, and
+	// the capacity summary has both libp2p /ws stacks.
+	for _, r := range rep.Results {
+		for m, v := range r.Metrics {
+			if math.IsNaN(v) {
+				t.Errorf("%s/%s %s unknown with a pid and /metrics", r.Stack, r.Scenario, m)
+			}
+		}
+	}
+	if len(rep.Capacity.Stacks) != 2 || rep.Method.ServerCPU != "schedstat" {
+		t.Errorf("capacity for %d stacks, server CPU from %q", len(rep.Capacity.Stacks), rep.Method.ServerCPU)
 	}
 	for _, f := range []string{"report.html", "r.csv", "generator-cpu.pprof", "generator-heap.pprof"} {
 		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
@@ -177,5 +190,67 @@ func TestRunAgainstGoLibp2p(t *testing.T) {
 	}
 	if !strings.Contains(rep.Server, "/p2p/") {
 		t.Fatalf("report server %q", rep.Server)
+	}
+}
+
+// Without -server-pid or -server-metrics the server's CPU and memory are
+// unknown, not 0; -profiles none skips the profiles but keeps the reports;
+// progress goes to stderr when it is not a terminal.
+func TestMatrixUnknownServerProfilesNone(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := libp2p.New(libp2p.Config{Engine: engine.Config{Logger: quiet}, InsecurePlaintext: true, Echo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	laddr, err := h.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	stdout, stderr := os.Stdout, os.Stderr
+	os.Stdout, _ = os.Create(filepath.Join(dir, "stdout"))
+	os.Stderr, _ = os.Create(filepath.Join(dir, "stderr"))
+	rf := runFlags{stacks: "ws+noise", scenarios: "connect,hold", quick: true, profiles: "none", plan: defaultPlan}
+	err = runMatrix(rf, map[bool]target{false: {addr: laddr}}, serverProbe{}, "", "in-process engine, no probe")
+	os.Stdout.Close()
+	os.Stderr.Close()
+	os.Stdout, os.Stderr = stdout, stderr
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports, _ := filepath.Glob(filepath.Join(dir, "profiles", "*", "report.*"))
+	if len(reports) != 2 {
+		t.Errorf("-profiles none wrote %q, want report.json and report.html", reports)
+	}
+	profiles, _ := filepath.Glob(filepath.Join(dir, "profiles", "*", "*.pprof"))
+	if len(profiles) != 0 {
+		t.Errorf("-profiles none wrote profiles %q", profiles)
+	}
+	rep, err := readReport(filepath.Join(filepath.Dir(reports[0]), "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Method.ServerCPU != "unknown" {
+		t.Errorf("server CPU source %q", rep.Method.ServerCPU)
+	}
+	for _, c := range []struct{ sc, m string }{{"connect", "server_cpu_us_per_conn"}, {"hold", "server_rss_bytes_per_conn"}, {"hold", "server_idle_cpu_pct_per_1k_conns"}} {
+		if s, ok := find(rep.Results, "ws+noise", c.sc).get(c.m); !ok || s.Known {
+			t.Errorf("%s %s without a probe: %+v (present %v), want unknown", c.sc, c.m, s, ok)
+		}
+	}
+	if s, _ := find(rep.Results, "ws+noise", "connect").get("client_cpu_us_per_conn"); !s.Known || s.Median <= 0 {
+		t.Errorf("client CPU per handshake %+v", s)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "stdout"))
+	if got := tableRow(t, section(string(md), "## connect"), "server CPU per handshake"); got[0] != "unknown" {
+		t.Errorf("server CPU per handshake printed %q", got)
+	}
+	progress, _ := os.ReadFile(filepath.Join(dir, "stderr"))
+	for _, s := range []string{"loadgen: [1/2] run 1/1 ws+noise connect: connections per second", "loadgen: [2/2] run 1/1 ws+noise hold", "ETA", "loadgen: reports:"} {
+		if !strings.Contains(string(progress), s) {
+			t.Errorf("stderr lacks %q:\n%s", s, progress)
+		}
 	}
 }

@@ -4,16 +4,72 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"html"
 	"io"
+	"math"
 	"os"
-	"sort"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
+// reportSchema is the JSON document's version (README "loadgen JSON").
+// 2: metrics are medians over -repeat runs, with spread, runs, capacity,
+// method and parameters; null marks a figure that applies but is unknown.
+const reportSchema = 2
+
+// report is the whole run, the JSON document.
+type report struct {
+	Schema     int          `json:"schema"`
+	Started    time.Time    `json:"started"`
+	Seconds    float64      `json:"seconds"`
+	Server     string       `json:"server"`
+	Version    string       `json:"version,omitempty"` // swarmgate revision of the generator (and of a child server)
+	Machine    machine      `json:"machine"`
+	Method     method       `json:"method"`
+	Parameters params       `json:"parameters"`
+	Capacity   capacity     `json:"capacity"`
+	Results    []Result     `json:"results"`
+	NoiseCost  []noiseRatio `json:"noise_cost"`
+	Profiles   string       `json:"profiles,omitempty"` // the pprof profiles' directory, relative to the working directory
+	NotRun     []string     `json:"not_run,omitempty"`
+
+	profilesHref string // Profiles relative to the HTML report's folder
+}
+
+type machine struct {
+	GOOS        string `json:"goos"`
+	GOARCH      string `json:"goarch"`
+	CPUs        int    `json:"cpus"`
+	Go          string `json:"go"`
+	CPUModel    string `json:"cpu_model,omitempty"`
+	Kernel      string `json:"kernel,omitempty"`
+	MemoryBytes int64  `json:"memory_bytes,omitempty"`
+	PageSize    int    `json:"page_size,omitempty"`
+	// The kernel memory of one TCP socket outside its buffers, and how it
+	// was estimated (socketObjectBytes).
+	SocketObjectBytes  float64 `json:"socket_object_bytes,omitempty"`
+	SocketObjectSource string  `json:"socket_object_source,omitempty"`
+}
+
+// method says how the figures were taken.
+type method struct {
+	Repeat    int     `json:"repeat"`
+	Spread    string  `json:"spread"`     // "min-max": the smallest and largest of the runs
+	ServerCPU string  `json:"server_cpu"` // schedstat, ticks, metrics (Prometheus, ticks) or unknown
+	ClientCPU string  `json:"client_cpu"` // schedstat or ticks
+	Duration  float64 `json:"duration_s"` // timed scenarios (throughput, messages, churn)
+	Settle    float64 `json:"settle_s"`   // hold's settling and idle-CPU window
+	// OtherLoad is the CPU other processes used on this machine during the
+	// run, in % of all its cores (the machine's busy time from /proc/stat
+	// less the generator's and a local server's); null when unknown.
+	OtherLoad num `json:"other_load_pct"`
+}
+
 // noiseRatio is what Noise costs over plaintext on the same transport:
-// (x+noise)/(x+plaintext) for one metric.
+// (x+noise)/(x+plaintext) for one metric, from the medians, with the range
+// the ratio can take within both figures' spreads.
 type noiseRatio struct {
 	Transport string  `json:"transport"` // ws or wss
 	Scenario  string  `json:"scenario"`
@@ -21,65 +77,52 @@ type noiseRatio struct {
 	Noise     float64 `json:"noise"`
 	Plaintext float64 `json:"plaintext"`
 	Ratio     float64 `json:"ratio"`
+	RatioMin  float64 `json:"ratio_min"` // Noise's min over plaintext's max
+	RatioMax  float64 `json:"ratio_max"` // Noise's max over plaintext's min
+	// Measurable is false when the ratio's range includes 1: the two
+	// spreads overlap, and the report says "no measurable difference".
+	Measurable bool `json:"measurable"`
+	Runs       int  `json:"runs"` // the fewer runs of the two; 1 has no spread to judge by
 }
 
-// costMetrics are the figures the Noise-on-TLS question is about.
+// costMetrics are the figures the Noise-on-TLS question is about; every
+// throughput-k scenario adds its server CPU per byte after connect.
 var costMetrics = []struct{ scenario, metric string }{
 	{"connect", "server_cpu_us_per_conn"},
 	{"connect", "client_cpu_us_per_conn"},
 	{"connect", "latency_p50_ms"},
-	{"throughput-1", "server_cpu_ns_per_byte"},
-	{"throughput-16", "server_cpu_ns_per_byte"},
+	{"throughput-*", "server_cpu_ns_per_byte"},
 	{"hold", "server_rss_bytes_per_conn"},
 	{"messages", "rtt_p50_us"},
 }
 
 func noiseCost(results []Result) []noiseRatio {
-	get := func(stack, scenario, metric string) (float64, bool) {
-		for _, r := range results {
-			if r.Stack == stack && r.Scenario == scenario {
-				v, ok := r.Metrics[metric]
-				return v, ok
-			}
-		}
-		return 0, false
-	}
 	var out []noiseRatio
 	for _, tr := range []string{"wss", "ws"} {
 		for _, cm := range costMetrics {
-			n, ok1 := get(tr+"+noise", cm.scenario, cm.metric)
-			p, ok2 := get(tr+"+plaintext", cm.scenario, cm.metric)
-			if !ok1 || !ok2 || p == 0 {
-				continue
+			scs := []string{cm.scenario}
+			if cm.scenario == "throughput-*" {
+				scs = nil
+				for _, sc := range scenarioOrder(results) {
+					if strings.HasPrefix(sc, "throughput-") {
+						scs = append(scs, sc)
+					}
+				}
 			}
-			out = append(out, noiseRatio{Transport: tr, Scenario: cm.scenario, Metric: cm.metric, Noise: n, Plaintext: p, Ratio: n / p})
+			for _, sc := range scs {
+				n, ok1 := find(results, tr+"+noise", sc).get(cm.metric)
+				p, ok2 := find(results, tr+"+plaintext", sc).get(cm.metric)
+				if !ok1 || !ok2 || !n.Known || !p.Known || p.Median <= 0 || p.Min <= 0 {
+					continue
+				}
+				nr := noiseRatio{Transport: tr, Scenario: sc, Metric: cm.metric, Noise: n.Median, Plaintext: p.Median,
+					Ratio: n.Median / p.Median, RatioMin: max(0, n.Min) / p.Max, RatioMax: n.Max / p.Min, Runs: min(n.N, p.N)}
+				nr.Measurable = !(nr.RatioMin <= 1 && 1 <= nr.RatioMax)
+				out = append(out, nr)
+			}
 		}
 	}
 	return out
-}
-
-// tables groups results by scenario: the stacks that ran it and the union
-// of their metric names.
-func tables(results []Result) (order []string, stacks map[string][]string, metrics map[string][]string) {
-	stacks, metrics = map[string][]string{}, map[string][]string{}
-	seen := map[string]map[string]bool{}
-	for _, r := range results {
-		if _, ok := stacks[r.Scenario]; !ok {
-			order = append(order, r.Scenario)
-			seen[r.Scenario] = map[string]bool{}
-		}
-		stacks[r.Scenario] = append(stacks[r.Scenario], r.Stack)
-		for m := range r.Metrics {
-			if !seen[r.Scenario][m] {
-				seen[r.Scenario][m] = true
-				metrics[r.Scenario] = append(metrics[r.Scenario], m)
-			}
-		}
-	}
-	for _, ms := range metrics {
-		sort.Strings(ms)
-	}
-	return order, stacks, metrics
 }
 
 func find(results []Result, stack, scenario string) *Result {
@@ -91,141 +134,201 @@ func find(results []Result, stack, scenario string) *Result {
 	return nil
 }
 
-func fmtValue(v float64) string {
-	switch {
-	case v == 0:
-		return "0"
-	case v >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 1:
-		return strconv.FormatFloat(v, 'f', 2, 64)
+// scenarioOrder is the scenarios of a report in catalog order: connect,
+// hold, throughput by stream count, messages, churn, then any other.
+func scenarioOrder(results []Result) []string {
+	var out []string
+	for _, r := range results {
+		if !slices.Contains(out, r.Scenario) {
+			out = append(out, r.Scenario)
+		}
 	}
-	return strconv.FormatFloat(v, 'g', 3, 64)
+	rank := func(sc string) (int, int) {
+		if k, ok := strings.CutPrefix(sc, "throughput-"); ok {
+			n, _ := strconv.Atoi(k)
+			return 2, n
+		}
+		if i := slices.Index(scenarioNames, sc); i >= 0 {
+			return i, 0
+		}
+		return len(scenarioNames), 0
+	}
+	slices.SortStableFunc(out, func(a, b string) int {
+		ra, ka := rank(a)
+		rb, kb := rank(b)
+		if ra != rb {
+			return ra - rb
+		}
+		return ka - kb
+	})
+	return out
 }
 
-// writeMarkdown prints the stack-by-scenario report.
-func writeMarkdown(w io.Writer, rep report) {
-	fmt.Fprintf(w, "# swarmgate loadgen report\n\n")
-	fmt.Fprintf(w, "Server: %s. Generator: %s/%s, %d CPUs, %s. Run took %.0f s.\n\n", rep.Server, rep.Machine.GOOS, rep.Machine.GOARCH, rep.Machine.CPUs, rep.Machine.Go, rep.Seconds)
-	order, stacks, metrics := tables(rep.Results)
-	for _, sc := range order {
-		fmt.Fprintf(w, "## %s\n\n| metric | %s |\n|---|%s\n", sc, strings.Join(stacks[sc], " | "), strings.Repeat("---:|", len(stacks[sc])))
-		for _, m := range metrics[sc] {
-			fmt.Fprintf(w, "| %s |", m)
-			for _, st := range stacks[sc] {
+// stackOrder is the stacks of a report in allStacks order, then any other.
+func stackOrder(results []Result) []string {
+	var out []string
+	for _, st := range allStacks {
+		if ranStack(results, st.Name) {
+			out = append(out, st.Name)
+		}
+	}
+	for _, r := range results {
+		if !slices.Contains(out, r.Stack) {
+			out = append(out, r.Stack)
+		}
+	}
+	return out
+}
+
+// stacksOf is the stacks that ran scenario sc, in report order.
+func stacksOf(results []Result, sc string) []string {
+	var out []string
+	for _, st := range stackOrder(results) {
+		if find(results, st, sc) != nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// metricsOf is the metrics of scenario sc in catalog order, then any the
+// catalog lacks by name. Parameters are included only with params.
+func metricsOf(results []Result, sc string, params bool) []metricInfo {
+	var out []metricInfo
+	known := map[string]bool{}
+	present := func(name string) bool {
+		for _, r := range results {
+			if _, ok := r.Metrics[name]; ok && r.Scenario == sc {
+				return true
+			}
+		}
+		return false
+	}
+	for _, mi := range catalog(sc).metrics {
+		known[mi.name] = true
+		if present(mi.name) && (params || !mi.param) {
+			out = append(out, mi)
+		}
+	}
+	var extra []string
+	for _, r := range results {
+		if r.Scenario != sc {
+			continue
+		}
+		for k := range r.Metrics {
+			if !known[k] && !slices.Contains(extra, k) {
+				extra = append(extra, k)
+			}
+		}
+	}
+	slices.Sort(extra)
+	for _, k := range extra {
+		out = append(out, metricInfo{name: k, label: k, unit: uCount})
+	}
+	return out
+}
+
+// cell is one figure as every report prints it: the median with its
+// spread, "unknown", or "–" when the metric does not apply.
+func cell(r *Result, mi metricInfo) string {
+	s, ok := r.get(mi.name)
+	if !ok {
+		return na
+	}
+	return fmtStat(mi.unit, s)
+}
+
+// readReport loads a JSON report (schema 1 or 2).
+func readReport(path string) (report, error) {
+	var rep report
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return rep, err
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return rep, fmt.Errorf("%s: %w", path, err)
+	}
+	for i := range rep.Results {
+		if rep.Results[i].Runs == 0 {
+			rep.Results[i].Runs = 1 // schema 1: one run
+		}
+	}
+	return rep, nil
+}
+
+func writeJSON(w io.Writer, rep report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// csvUnits is the unit a CSV value is in (that of the metric's JSON name).
+var csvUnits = map[unit]string{uCount: "", uRate: "/s", uMs: "ms", uUs: "µs", uNsPerByte: "ns/B", uBytes: "B", uBytesPerSec: "B/s", uPct: "%"}
+
+// writeCSV writes one row per scenario, metric and stack in report order,
+// values unscaled in the metric's own unit; "–" where the metric does not
+// apply to the stack, "unknown" where it was not measured.
+func writeCSV(w io.Writer, rep report) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"stack", "scenario", "metric", "unit", "median", "min", "max", "runs"})
+	raw := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	for _, sc := range scenarioOrder(rep.Results) {
+		for _, mi := range metricsOf(rep.Results, sc, true) {
+			for _, st := range stacksOf(rep.Results, sc) {
 				r := find(rep.Results, st, sc)
-				if v, ok := r.Metrics[m]; ok {
-					fmt.Fprintf(w, " %s |", fmtValue(v))
-				} else {
-					fmt.Fprint(w, " – |")
+				row := []string{st, sc, mi.name, csvUnits[mi.unit]}
+				s, ok := r.get(mi.name)
+				switch {
+				case !ok:
+					row = append(row, na, na, na, na)
+				case !s.Known:
+					row = append(row, "unknown", "unknown", "unknown", strconv.Itoa(r.Runs))
+				default:
+					row = append(row, raw(s.Median), raw(s.Min), raw(s.Max), strconv.Itoa(s.N))
 				}
-			}
-			fmt.Fprintln(w)
-		}
-		fmt.Fprint(w, "| errors |")
-		for _, st := range stacks[sc] {
-			fmt.Fprintf(w, " %d |", find(rep.Results, st, sc).Errors)
-		}
-		fmt.Fprintln(w)
-		for _, st := range stacks[sc] {
-			if r := find(rep.Results, st, sc); r.Note != "" {
-				fmt.Fprintf(w, "\n%s: %s\n", st, r.Note)
+				cw.Write(row)
 			}
 		}
-		fmt.Fprintln(w)
+		for _, st := range stacksOf(rep.Results, sc) {
+			r := find(rep.Results, st, sc)
+			cw.Write([]string{st, sc, "errors", "", strconv.Itoa(r.Errors), na, na, strconv.Itoa(r.Runs)})
+		}
 	}
-	fmt.Fprintf(w, "## Cost of Noise on top of the transport\n\n(x+noise)/(x+plaintext), same run:\n\n| transport | scenario | metric | noise | plaintext | ratio |\n|---|---|---|---:|---:|---:|\n")
-	for _, nr := range rep.NoiseCost {
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.2f× |\n", nr.Transport, nr.Scenario, nr.Metric, fmtValue(nr.Noise), fmtValue(nr.Plaintext), nr.Ratio)
-	}
-	if len(rep.NotRun) > 0 {
-		fmt.Fprintf(w, "\nNot run: %s.\n", strings.Join(rep.NotRun, "; "))
-	}
-	if rep.Profiles != "" {
-		fmt.Fprintf(w, "\nProfiles and the JSON/HTML reports: %s (see profiles/README.md).\n", rep.Profiles)
-	}
+	cw.Flush()
+	return cw.Error()
 }
 
-func writeFiles(rep report, rf runFlags) error {
-	if rf.jsonPath != "" {
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(rf.jsonPath, append(b, '\n'), 0o644); err != nil {
-			return err
+// writeFiles writes the JSON, CSV and HTML reports that have a path.
+func writeFiles(rep report, jsonPath, csvPath, htmlPath string) error {
+	if htmlPath != "" && rep.Profiles != "" {
+		if rel, err := filepath.Rel(filepath.Dir(htmlPath), rep.Profiles); err == nil {
+			rep.profilesHref = rel
 		}
 	}
-	if rf.csvPath != "" {
-		f, err := os.Create(rf.csvPath)
+	for _, out := range []struct {
+		path  string
+		write func(io.Writer, report) error
+	}{{jsonPath, writeJSON}, {csvPath, writeCSV}, {htmlPath, writeHTML}} {
+		if out.path == "" {
+			continue
+		}
+		f, err := os.Create(out.path)
 		if err != nil {
 			return err
 		}
-		cw := csv.NewWriter(f)
-		cw.Write([]string{"stack", "scenario", "metric", "value"})
-		for _, r := range rep.Results {
-			keys := make([]string, 0, len(r.Metrics))
-			for k := range r.Metrics {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				cw.Write([]string{r.Stack, r.Scenario, k, strconv.FormatFloat(r.Metrics[k], 'g', -1, 64)})
-			}
-			cw.Write([]string{r.Stack, r.Scenario, "errors", strconv.Itoa(r.Errors)})
+		err = out.write(f, rep)
+		if cerr := f.Close(); err == nil {
+			err = cerr
 		}
-		cw.Flush()
-		f.Close()
-		if err := cw.Error(); err != nil {
-			return err
-		}
-	}
-	if rf.htmlOut != "" {
-		f, err := os.Create(rf.htmlOut)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", out.path, err)
 		}
-		defer f.Close()
-		writeHTML(f, rep)
 	}
 	return nil
 }
 
-// writeHTML renders every metric as a bar chart across stacks (inline SVG,
-// no scripts, works offline).
-func writeHTML(w io.Writer, rep report) {
-	fmt.Fprintf(w, "<!doctype html><meta charset=utf-8><title>swarmgate loadgen</title><style>body{font:14px sans-serif;margin:2em}svg{margin:0 2em 1em 0}h2{margin-top:2em}</style>\n")
-	fmt.Fprintf(w, "<h1>swarmgate loadgen</h1><p>%s — %s/%s, %d CPUs, %s</p>\n", html.EscapeString(rep.Server), rep.Machine.GOOS, rep.Machine.GOARCH, rep.Machine.CPUs, rep.Machine.Go)
-	order, stacks, metrics := tables(rep.Results)
-	for _, sc := range order {
-		fmt.Fprintf(w, "<h2>%s</h2>\n", html.EscapeString(sc))
-		for _, m := range metrics[sc] {
-			var vals []float64
-			peak := 0.0
-			for _, st := range stacks[sc] {
-				v := find(rep.Results, st, sc).Metrics[m]
-				vals = append(vals, v)
-				peak = max(peak, v)
-			}
-			const barW, gap, h = 70, 12, 160
-			width := len(vals)*(barW+gap) + gap
-			fmt.Fprintf(w, "<svg width=%d height=%d role=img aria-label=%q><text x=4 y=14>%s</text>", width, h+50, m, html.EscapeString(m))
-			for i, v := range vals {
-				bh := 0.0
-				if peak > 0 {
-					bh = v / peak * (h - 30)
-				}
-				x := gap + i*(barW+gap)
-				fmt.Fprintf(w, "<rect x=%d y=%.0f width=%d height=%.0f fill=#4a7bd0></rect>", x, float64(h)-bh, barW, bh)
-				fmt.Fprintf(w, "<text x=%d y=%.0f font-size=11>%s</text>", x, float64(h)-bh-3, fmtValue(v))
-				fmt.Fprintf(w, "<text x=%d y=%d font-size=11>%s</text>", x, h+15, html.EscapeString(stacks[sc][i]))
-			}
-			fmt.Fprint(w, "</svg>\n")
-		}
-	}
-	fmt.Fprint(w, "<h2>Cost of Noise on top of the transport</h2><table border=1 cellpadding=4><tr><th>transport<th>scenario<th>metric<th>noise<th>plaintext<th>ratio\n")
-	for _, nr := range rep.NoiseCost {
-		fmt.Fprintf(w, "<tr><td>%s<td>%s<td>%s<td>%s<td>%s<td>%.2f×\n", nr.Transport, nr.Scenario, nr.Metric, fmtValue(nr.Noise), fmtValue(nr.Plaintext), nr.Ratio)
-	}
-	fmt.Fprint(w, "</table>\n")
-}
+// finite reports a usable number (not NaN, not ±Inf).
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

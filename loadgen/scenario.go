@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,29 +18,50 @@ import (
 	"github.com/swarmgate/swarmgate/ws"
 )
 
-// Result is one scenario on one stack. Metric names are stable (they are
-// the JSON schema, README "loadgen JSON"); units are in the names.
+// Result is one scenario on one stack: one run, or after aggregate the
+// -repeat runs folded into medians (Metrics) and their spread. Metric names
+// are stable (they are the JSON schema, README "loadgen JSON"); units are
+// in the names.
 type Result struct {
-	Stack    string             `json:"stack"`
-	Scenario string             `json:"scenario"`
-	Metrics  map[string]float64 `json:"metrics"`
-	Errors   int                `json:"errors"`
-	Note     string             `json:"note,omitempty"`
+	Stack    string            `json:"stack"`
+	Scenario string            `json:"scenario"`
+	Runs     int               `json:"runs"`
+	Metrics  Metrics           `json:"metrics"`
+	Spread   map[string]Spread `json:"spread,omitempty"`
+	Errors   int               `json:"errors"`
+	Note     string            `json:"note,omitempty"`
 }
 
-// params sizes the scenarios; the defaults keep the whole matrix within
-// about two minutes on two cores.
+// params sizes the scenarios; the defaults keep the whole matrix, three
+// runs of it, within about two minutes on two cores while each figure
+// rests on enough work to be stable: 400 handshakes (0.2–0.4 s of server
+// CPU with Noise), 2,000 idle connections (8–30 MB of RSS: memory per
+// peer is what runs out first, so it gets the most work), and 0.8 s of bulk
+// echo, message echo or churn (hundreds of MB, about 10⁵ messages,
+// thousands of cycles).
 type params struct {
-	ConnectN      int
-	ConnectPar    int
-	HoldN         int
-	Duration      time.Duration
-	MessageConns  int
-	MessageSize   int
-	ThroughputK   []int
-	ChurnPar      int
-	SettleGCURL   string // server endpoint that runs its GC before memory readings
-	ProfileServer func(scenario string, d time.Duration) func()
+	ConnectN     int           `json:"connect_n"`
+	ConnectPar   int           `json:"connect_parallel"`
+	HoldN        int           `json:"hold_n"`
+	Duration     time.Duration `json:"-"`
+	MessageConns int           `json:"message_conns"`
+	MessageSize  int           `json:"message_size"`
+	ThroughputK  []int         `json:"throughput_streams"`
+	ChurnPar     int           `json:"churn_parallel"`
+	Repeat       int           `json:"repeat"`
+	// Settle is how long hold lets the server settle after its
+	// connections open (and half of it after each GC) before reading
+	// memory, and how long each of its idle-CPU windows lasts.
+	Settle        time.Duration                                 `json:"-"`
+	SettleGCURL   string                                        `json:"-"` // server endpoint that runs its GC before memory readings
+	ProfileServer func(scenario string, d time.Duration) func() `json:"-"`
+	// SnapshotServer saves the server's heap and goroutine profiles now
+	// (hold, with its connections open).
+	SnapshotServer func(scenario string) `json:"-"`
+	// BothEndsLocal: the server's sockets share this network namespace
+	// with the generator's (a local server), so /proc/net/sockstat counts
+	// both ends of every connection.
+	BothEndsLocal bool `json:"-"`
 }
 
 func defaultParams() params {
@@ -47,11 +69,13 @@ func defaultParams() params {
 		ConnectN:     400,
 		ConnectPar:   16,
 		HoldN:        2000,
-		Duration:     2 * time.Second,
+		Duration:     800 * time.Millisecond,
 		MessageConns: 200,
 		MessageSize:  64,
 		ThroughputK:  []int{1, 16},
 		ChurnPar:     8,
+		Repeat:       3,
+		Settle:       300 * time.Millisecond,
 	}
 }
 
@@ -61,7 +85,10 @@ type runner struct {
 	st    stack
 	probe serverProbe
 	p     params
-	prog  progress
+	// profile: this run takes the server's pprof profiles (the first of
+	// the -repeat runs; the others run unprofiled, so the spread shows
+	// whether sampling at 100 Hz moved a figure).
+	profile bool
 }
 
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) } // µs, up to 60 s
@@ -73,7 +100,7 @@ func ms(h *hdrhistogram.Histogram, q float64) float64 {
 // measured runs f between two server samples and the generator's CPU.
 func (r *runner) measured(name string, f func() error) (serverSample, serverSample, time.Duration, time.Duration, error) {
 	var stopProfile func()
-	if r.p.ProfileServer != nil {
+	if r.p.ProfileServer != nil && r.profile {
 		stopProfile = r.p.ProfileServer(r.st.Name+"/"+name, r.p.Duration)
 	}
 	s0, err := r.probe.sample()
@@ -218,7 +245,7 @@ func (r *runner) closeAll(conns []conn) {
 // connect: connection establishment rate, handshake latency per phase, and
 // CPU per handshake on both sides.
 func (r *runner) connect() Result {
-	res := Result{Stack: r.st.Name, Scenario: "connect", Metrics: map[string]float64{}}
+	res := Result{Stack: r.st.Name, Scenario: "connect", Runs: 1, Metrics: Metrics{}}
 	var conns []conn
 	var traces []*libp2p.Trace
 	var failed int
@@ -245,24 +272,32 @@ func (r *runner) connect() Result {
 			end = tr.Upgrade
 		}
 		rec(total, tr.Start, end)
+		if !r.st.LibP2P {
+			continue // a raw dial has no phases to time (only the total)
+		}
 		rec(tcp, tr.Start, tr.TCP)
 		rec(up, tr.TCP, tr.Upgrade)
 		rec(msel, tr.Upgrade, tr.Multistream)
 		rec(sec, tr.Multistream, tr.Security)
-		rec(muxer, tr.Security, tr.Muxer)
+		if !tr.Muxer.Equal(tr.Security) {
+			// yamux negotiated on its own; with Noise it is inlined in
+			// the handshake (Muxer == Security) and has no phase.
+			rec(muxer, tr.Security, tr.Muxer)
+		}
 	}
 	n := float64(len(conns))
 	m := res.Metrics
 	m["conns"] = n
 	m["conn_per_sec"] = n / elapsed.Seconds()
-	m["latency_p50_ms"], m["latency_p99_ms"] = ms(total, 50), ms(total, 99)
+	m["latency_p50_ms"], m["latency_p90_ms"] = ms(total, 50), ms(total, 90)
+	m["latency_p99_ms"], m["latency_p999_ms"] = ms(total, 99), ms(total, 99.9)
 	for name, h := range map[string]*hdrhistogram.Histogram{"tcp": tcp, "upgrade": up, "multistream": msel, "security": sec, "muxer": muxer} {
 		if h.TotalCount() > 0 {
 			m["phase_"+name+"_p50_ms"], m["phase_"+name+"_p99_ms"] = ms(h, 50), ms(h, 99)
 		}
 	}
-	m["server_cpu_us_per_conn"] = float64((s1.CPU - s0.CPU).Microseconds()) / n
-	m["client_cpu_us_per_conn"] = float64(ccpu.Microseconds()) / n
+	m["server_cpu_us_per_conn"] = cpuPer(s0, s1, n, time.Microsecond)
+	m["client_cpu_us_per_conn"] = float64(ccpu) / float64(time.Microsecond) / n
 	if err != nil {
 		res.Note = err.Error()
 	}
@@ -270,15 +305,22 @@ func (r *runner) connect() Result {
 }
 
 // hold: N idle connections (one round trip each): server memory and
-// goroutines per connection, and server CPU while they idle.
+// goroutines per connection, and server CPU while they idle, each against
+// the same reading of the server before they opened.
 func (r *runner) hold() Result {
-	res := Result{Stack: r.st.Name, Scenario: "hold", Metrics: map[string]float64{}}
+	res := Result{Stack: r.st.Name, Scenario: "hold", Runs: 1, Metrics: Metrics{}}
+	m := res.Metrics
+	// Let the previous scenario's closes land; then the baseline: memory
+	// after two GCs, and CPU over an idle window.
+	time.Sleep(r.p.Settle / 2)
 	r.serverGC()
+	base := r.idleCPU()
 	s0, err := r.probe.sample()
 	if err != nil {
 		res.Note = err.Error()
 		return res
 	}
+	k0, kerr := sockstatTCPPages()
 	conns, _, failed, err := r.openN(r.p.HoldN, 64)
 	defer r.closeAll(conns)
 	res.Errors = failed
@@ -286,22 +328,54 @@ func (r *runner) hold() Result {
 		res.Note = err.Error()
 		return res
 	}
-	time.Sleep(time.Second)
+	time.Sleep(r.p.Settle)
 	r.serverGC()
+	held := r.idleCPU()
 	s1, err := r.probe.sample()
 	if err != nil {
 		res.Note = err.Error()
 		return res
 	}
-	time.Sleep(r.p.Duration) // idle: keepalive timers only
-	s2, _ := r.probe.sample()
+	k1, kerr1 := sockstatTCPPages()
+	if r.profile && r.p.SnapshotServer != nil {
+		r.p.SnapshotServer(r.st.Name + "/hold")
+	}
 	n := float64(len(conns))
-	m := res.Metrics
 	m["conns"] = n
-	m["server_rss_bytes_per_conn"] = float64(s1.RSS-s0.RSS) / n
-	m["server_goroutines_per_conn"] = (s1.Goroutines - s0.Goroutines) / n
-	m["server_idle_cpu_pct"] = 100 * (s2.CPU - s1.CPU).Seconds() / r.p.Duration.Seconds()
+	m["server_rss_bytes_per_conn"], m["server_goroutines_per_conn"] = unknown, unknown
+	if s0.HasRSS && s1.HasRSS {
+		m["server_rss_bytes_per_conn"] = float64(s1.inUse()-s0.inUse()) / n
+	}
+	if s0.HasGoroutines && s1.HasGoroutines {
+		m["server_goroutines_per_conn"] = (s1.Goroutines - s0.Goroutines) / n
+	}
+	// Socket buffers are the kernel's, outside RSS. sockstat counts the
+	// whole network namespace: with the server local, both ends of each
+	// connection, so half is the server's.
+	m["kernel_sockbuf_bytes_per_conn"] = unknown
+	if kerr == nil && kerr1 == nil && r.p.BothEndsLocal {
+		m["kernel_sockbuf_bytes_per_conn"] = float64((k1-k0)*int64(os.Getpagesize())) / 2 / n
+	}
+	m["server_idle_cpu_pct"], m["server_idle_cpu_pct_before"] = held, base
+	// What the idle connections add: the baseline (the runtime's
+	// background work, timers, GC) is not theirs.
+	m["server_idle_cpu_pct_per_1k_conns"] = (held - base) / n * 1000
 	return res
+}
+
+// idleCPU is the server's CPU over a Settle-long window in which the
+// generator sends nothing, as % of one core (unknown without a probe).
+// Only CPU is read at its ends: a /metrics scrape inside the window would
+// be counted as the server's idle work.
+func (r *runner) idleCPU() float64 {
+	c0, ok0 := r.probe.cpu()
+	t0 := time.Now()
+	time.Sleep(r.p.Settle)
+	c1, ok1 := r.probe.cpu()
+	if !ok0 || !ok1 {
+		return unknown
+	}
+	return 100 * (c1 - c0).Seconds() / time.Since(t0).Seconds()
 }
 
 // serverGC asks the server for two collections so memory readings are the
@@ -316,14 +390,14 @@ func (r *runner) serverGC() {
 			resp.Body.Close()
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(r.p.Settle / 2)
 }
 
 // throughput: bulk echo on k streams of one libp2p connection (k
 // connections for raw WebSocket): bytes per second and CPU per byte.
 func (r *runner) throughput(k int) Result {
 	name := fmt.Sprintf("throughput-%d", k)
-	res := Result{Stack: r.st.Name, Scenario: name, Metrics: map[string]float64{}}
+	res := Result{Stack: r.st.Name, Scenario: name, Runs: 1, Metrics: Metrics{}}
 	nconn := 1
 	if !r.st.LibP2P {
 		nconn = k
@@ -376,7 +450,7 @@ func (r *runner) throughput(k int) Result {
 	m["streams"] = float64(k)
 	m["bytes_per_sec"] = b / elapsed.Seconds()
 	if b > 0 {
-		m["server_cpu_ns_per_byte"] = float64((s1.CPU - s0.CPU).Nanoseconds()) / b
+		m["server_cpu_ns_per_byte"] = cpuPer(s0, s1, b, time.Nanosecond)
 		m["client_cpu_ns_per_byte"] = float64(ccpu.Nanoseconds()) / b
 	}
 	return res
@@ -426,7 +500,7 @@ func bulkRaw(rc conn, echoed *atomic.Int64, stop *atomic.Bool) {
 // messages: n connections each echoing small messages one at a time:
 // messages per second and round-trip percentiles.
 func (r *runner) messages() Result {
-	res := Result{Stack: r.st.Name, Scenario: "messages", Metrics: map[string]float64{}}
+	res := Result{Stack: r.st.Name, Scenario: "messages", Runs: 1, Metrics: Metrics{}}
 	conns, _, failed, err := r.openN(r.p.MessageConns, 64)
 	defer r.closeAll(conns)
 	res.Errors = failed
@@ -460,8 +534,9 @@ func (r *runner) messages() Result {
 	m["conns"] = float64(len(conns))
 	m["msgs_per_sec"] = float64(count.Load()) / elapsed.Seconds()
 	mu.Lock()
-	m["rtt_p50_us"] = float64(rtt.ValueAtQuantile(50))
-	m["rtt_p99_us"] = float64(rtt.ValueAtQuantile(99))
+	for q, name := range map[float64]string{50: "rtt_p50_us", 90: "rtt_p90_us", 99: "rtt_p99_us", 99.9: "rtt_p999_us"} {
+		m[name] = float64(rtt.ValueAtQuantile(q))
+	}
 	mu.Unlock()
 	return res
 }
@@ -516,7 +591,7 @@ func pingPong(c conn, msg []byte, stop *atomic.Bool, count *atomic.Int64, record
 // churn: connect, one round trip, close, continuously for the duration,
 // with par cycles in flight: every cycle must complete.
 func (r *runner) churn() Result {
-	res := Result{Stack: r.st.Name, Scenario: "churn", Metrics: map[string]float64{}}
+	res := Result{Stack: r.st.Name, Scenario: "churn", Runs: 1, Metrics: Metrics{}}
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	deadline := time.Now().Add(r.p.Duration)

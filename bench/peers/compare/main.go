@@ -211,7 +211,8 @@ func scenarios(t tools, name, stack, scen string, extra ...string) (runResult, e
 	defer s.stop()
 	dir, _ := os.MkdirTemp(t.dir, "run-")
 	args := append([]string{t.loadgen, "run", "-target", s.addr, "-stack", stack, "-scenario", scen,
-		"-server-pid", fmt.Sprint(s.cmd.Process.Pid), "-server-metrics", s.metrics, "-profiles", dir, "-ws-echo", "/echo"}, extra...)
+		"-server-pid", fmt.Sprint(s.cmd.Process.Pid), "-server-metrics", s.metrics, "-profiles", dir, "-ws-echo", "/echo",
+		"-repeat", "1"}, extra...) // the comparison repeats by alternating fresh servers itself
 	commands = append(commands, strings.Join(args[1:], " "))
 	cmd := exec.Command(args[0], args[1:]...)
 	var stderr bytes.Buffer

@@ -26,7 +26,7 @@ import (
 )
 
 // scenarioNames are the scenarios in report order.
-var scenarioNames = []string{"connect", "hold", "throughput", "messages", "churn"}
+var scenarioNames = []string{"connect", "hold", "throughput", "messages", "churn", "dht"}
 
 // runFlags are shared by the default run and `loadgen run`.
 type runFlags struct {
@@ -35,6 +35,7 @@ type runFlags struct {
 	profiles                   string
 	quick                      bool
 	connectN, holdN, msgConns  int
+	dhtN                       int
 	duration                   time.Duration
 	repeat                     int
 	plan                       planTarget
@@ -50,6 +51,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.quick, "quick", false, "small counts and short durations (tests, smoke runs)")
 	fs.IntVar(&f.connectN, "connect-n", 0, "connections the connect scenario opens (default 400)")
 	fs.IntVar(&f.holdN, "hold-n", 0, "idle connections the hold scenario holds (default 2000)")
+	fs.IntVar(&f.dhtN, "dht-n", 0, "light clients the dht scenario connects as DHT servers, each a peer of its own (default 300)")
 	fs.IntVar(&f.msgConns, "message-conns", 0, "connections of the messages scenario (default 200)")
 	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 800ms)")
 	fs.IntVar(&f.repeat, "repeat", 0, "runs of the whole matrix; each figure is their median with min–max (default 3, -quick 1)")
@@ -125,10 +127,13 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	}
 	p := defaultParams()
 	if rf.quick {
-		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4, Repeat: 1, Settle: 200 * time.Millisecond}
+		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, DHTN: 50, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4, Repeat: 1, Settle: 200 * time.Millisecond}
 	}
 	if rf.connectN > 0 {
 		p.ConnectN = rf.connectN
+	}
+	if rf.dhtN > 0 {
+		p.DHTN = rf.dhtN
 	}
 	if rf.holdN > 0 {
 		p.HoldN = rf.holdN
@@ -233,6 +238,8 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 			res = r.messages()
 		case sc == "churn":
 			res = r.churn()
+		case sc == "dht":
+			res = r.dht()
 		}
 		prog.end(i, stepSummary(res))
 		runs[s.key()] = append(runs[s.key()], res)
@@ -364,7 +371,7 @@ func startChildWith(listens ...string) (*child, error) {
 	}
 	// One loadgen identity opens every connection: the per-peer limits are
 	// lifted; everything else runs at its default.
-	args := []string{"serve", "-echo", "-ws-echo", "/echo", "-insecure-plaintext", "-max-conns-per-peer", "-1", "-max-peer-streams", "-1", "-max-protocol-streams", "-1", "-metrics", "127.0.0.1:0", "-profile-rates"}
+	args := []string{"serve", "-echo", "-ws-echo", "/echo", "-insecure-plaintext", "-max-conns-per-peer", "-1", "-max-peer-streams", "-1", "-max-protocol-streams", "-1", "-dht-addr-filter", "all", "-metrics", "127.0.0.1:0", "-profile-rates"}
 	for _, l := range listens {
 		args = append(args, "-listen", l)
 	}

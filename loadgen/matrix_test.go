@@ -22,7 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/libp2p"
+	"github.com/swarmgate/swarmgate/libp2p/kad"
 
 	"github.com/swarmgate/swarmgate/engine"
 )
@@ -43,13 +45,21 @@ func metricsServer(t *testing.T, reg *prometheus.Registry) string {
 func TestMatrixQuickInProcess(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := engine.New(engine.Config{Logger: quiet, Registerer: reg})
+	// As the default run's child: one loadgen identity opens every
+	// connection, so the per-peer limits are lifted; the DHT hands out
+	// loopback addresses.
+	lim := admission.Limits{MaxConnsPerPeer: -1, MaxPeerStreams: -1, MaxProtocolStreams: -1}
+	e := engine.New(engine.Config{Logger: quiet, Registerer: reg, Limits: lim})
 	defer e.Close()
-	h, err := libp2p.NewOn(e, libp2p.Config{InsecurePlaintext: true})
+	h, err := libp2p.NewOn(e, libp2p.Config{InsecurePlaintext: true, Echo: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.Handle(libp2p.ProtoEcho, libp2p.EchoStream)
+	role, err := kad.Attach(h, kad.Config{AddrFilter: kad.AddrsAll, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer role.Close()
 	l, err := e.Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0/ws"), engine.Routes{Paths: map[string]engine.StageFunc{"/echo": engine.Echo}, Fallback: h.Stage})
 	if err != nil {
 		t.Fatal(err)
@@ -79,12 +89,19 @@ func TestMatrixQuickInProcess(t *testing.T) {
 		"throughput-4": {"bytes_per_sec"},
 		"messages":     {"msgs_per_sec", "rtt_p50_us", "rtt_p90_us", "rtt_p99_us", "rtt_p999_us"},
 		"churn":        {"cycles", "cycles_per_sec"},
+		"dht":          {"table_entries", "requests_per_sec", "latency_p50_us", "latency_p99_us", "server_cpu_us_per_request", "server_bytes_per_table_entry"},
 	}
 	for _, st := range []string{"ws+noise", "ws+plaintext", "ws"} {
 		for sc, metrics := range want {
 			r := find(rep.Results, st, sc)
 			if r == nil {
 				t.Errorf("%s/%s missing from the report", st, sc)
+				continue
+			}
+			if sc == "dht" && st != "ws+noise" {
+				if r.Note == "" {
+					t.Errorf("%s/dht: no not-applicable note", st)
+				}
 				continue
 			}
 			if r.Errors != 0 || r.Note != "" {
@@ -113,6 +130,10 @@ func TestMatrixQuickInProcess(t *testing.T) {
 		}
 		if r := find(rep.Results, st, "churn"); r != nil && r.Metrics["cycles"] < 1 {
 			t.Errorf("%s churn: no cycle completed", st)
+		}
+		if r := find(rep.Results, st, "dht"); st == "ws+noise" && r != nil &&
+			(r.Metrics["table_entries"] < 50 || r.Metrics["requests_per_sec"] < 100 || r.Metrics["closer_peers_per_reply"] != 20) {
+			t.Errorf("dht figures not sane: %v", r.Metrics)
 		}
 	}
 	if len(rep.NoiseCost) == 0 {

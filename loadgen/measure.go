@@ -27,7 +27,11 @@ type serverSample struct {
 	// returned to the OS (go_memstats_heap_idle_bytes minus
 	// go_memstats_heap_released_bytes): resident, but the scavenger
 	// returns it over the next seconds at its own pace.
-	HeapFree      int64
+	HeapFree int64
+	// Heap is the Go heap's live bytes (go_memstats_alloc_bytes): after a
+	// GC, a far steadier reading than RSS for small differences.
+	Heap          int64
+	HasHeap       bool
 	HasCPU        bool
 	HasRSS        bool
 	HasGoroutines bool
@@ -105,6 +109,9 @@ func (p serverProbe) sample() (serverSample, error) {
 	}
 	if v, ok := g["go_goroutines"]; ok {
 		s.Goroutines, s.HasGoroutines = v, true
+	}
+	if v, ok := g["go_memstats_alloc_bytes"]; ok {
+		s.Heap, s.HasHeap = int64(v), true
 	}
 	idle, ok1 := g["go_memstats_heap_idle_bytes"]
 	released, ok2 := g["go_memstats_heap_released_bytes"]

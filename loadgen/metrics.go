@@ -59,6 +59,19 @@ func catalog(scenario string) scenarioInfo {
 			metricInfo{"server_cpu_us_per_conn", "server CPU per handshake", uUs, false},
 			metricInfo{"client_cpu_us_per_conn", "client CPU per handshake", uUs, false})
 		return scenarioInfo{"connection set-up: rate, latency by phase, CPU per handshake", m}
+	case scenario == "dht":
+		return scenarioInfo{"Kademlia FIND_NODE from light clients that are DHT servers: the bootstrap node's job", []metricInfo{
+			{"table_entries", "routing table entries", uCount, true},
+			{"requests_per_sec", "FIND_NODE requests per second", uRate, false},
+			{"latency_p50_us", "request latency p50", uUs, false},
+			{"latency_p99_us", "request latency p99", uUs, false},
+			{"server_cpu_us_per_request", "server CPU per request", uUs, false},
+			{"server_bytes_per_table_entry", "server memory per table entry", uBytes, false},
+			{"server_rss_bytes_per_conn", "server RSS per DHT-server connection", uBytes, false},
+			{"closer_peers_per_reply", "closer peers per reply", uCount, false},
+			{"replies_checked", "replies checked against a brute-force sort (exact)", uCount, false},
+			{"requests", "requests", uCount, true},
+		}}
 	case scenario == "hold":
 		return scenarioInfo{"idle connections after one echo each: what holding a peer costs", []metricInfo{
 			{"conns", "connections", uCount, true},

@@ -43,6 +43,7 @@ type params struct {
 	ConnectN     int           `json:"connect_n"`
 	ConnectPar   int           `json:"connect_parallel"`
 	HoldN        int           `json:"hold_n"`
+	DHTN         int           `json:"dht_n"`
 	Duration     time.Duration `json:"-"`
 	MessageConns int           `json:"message_conns"`
 	MessageSize  int           `json:"message_size"`
@@ -69,6 +70,7 @@ func defaultParams() params {
 		ConnectN:     400,
 		ConnectPar:   16,
 		HoldN:        2000,
+		DHTN:         300,
 		Duration:     800 * time.Millisecond,
 		MessageConns: 200,
 		MessageSize:  64,

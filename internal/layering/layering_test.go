@@ -36,7 +36,7 @@ var allowed = map[string][]string{
 	"libp2p/relay":      {"libp2p", "engine", "admission", "internal/bufpool", "internal/wire", "mux"},
 	"internal/server":   {"libp2p", "libp2p/kad", "libp2p/relay", "engine", "admission", "security"},
 	"cmd/swarmgate":     {"internal/server", "libp2p", "security", "simd"},
-	"loadgen":           {"internal/server", "libp2p", "libp2p/kad", "libp2p/relay", "engine", "admission", "mux", "simd", "ws", "internal/bufpool", "internal/wire"},
+	"loadgen":           {"internal/server", "libp2p", "libp2p/kad", "libp2p/kad/pb", "libp2p/relay", "engine", "admission", "mux", "simd", "ws", "internal/bufpool", "internal/wire"},
 	"examples/node":     {"libp2p", "mux"},
 	"bench":             {"engine", "libp2p", "mux", "security", "simd", "ws", "multistream", "internal/bufpool", "internal/wire"},
 	"internal/layering": nil,

@@ -218,18 +218,17 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 		}
 		fmt.Fprintln(stdout, bound.Encapsulate(p2p))
 	}
-	if cfg.DHT {
-		filter, _ := kad.ParseAddrFilter(cfg.DHTAddrFilter) // validated
-		role, err := kad.Attach(host, kad.Config{AddrFilter: filter, Registerer: reg})
-		if err != nil {
-			return err
-		}
-		defer role.Close()
+	roles, err := attachRoles(cfg, host, reg)
+	if err != nil {
+		return err
+	}
+	defer roles.Close()
+	if roles.kad != nil {
 		var seeds []ma.Multiaddr
 		for _, s := range cfg.DHTSeeds {
 			seeds = append(seeds, ma.StringCast(s)) // validated
 		}
-		if err := role.KeepConnected(ctx, seeds, log); err != nil {
+		if err := roles.kad.KeepConnected(ctx, seeds, log); err != nil {
 			return fmt.Errorf("-dht-seed: %w", err)
 		}
 	}
@@ -264,6 +263,35 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 		log.Warn("drain incomplete", "err", err)
 	}
 	return nil
+}
+
+// roles are the protocol roles the configuration attaches to the host
+// beside identify and ping.
+type roles struct {
+	kad *kad.Role // nil unless -dht
+}
+
+// attachRoles attaches the roles cfg turns on, their metrics registered on
+// reg. The dashboard test builds its list of served metric families with
+// it, so a role's families cannot be left off the dashboard.
+func attachRoles(cfg *Config, host *libp2p.Host, reg prometheus.Registerer) (*roles, error) {
+	r := &roles{}
+	if cfg.DHT {
+		filter, _ := kad.ParseAddrFilter(cfg.DHTAddrFilter) // validated
+		role, err := kad.Attach(host, kad.Config{AddrFilter: filter, Registerer: reg})
+		if err != nil {
+			return nil, err
+		}
+		r.kad = role
+	}
+	return r, nil
+}
+
+// Close detaches the roles.
+func (r *roles) Close() {
+	if r.kad != nil {
+		r.kad.Close()
+	}
 }
 
 // reload applies the limits of a fresh parse of args and the -config file.

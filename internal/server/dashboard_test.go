@@ -1,7 +1,8 @@
-package libp2p
+package server
 
 import (
 	"encoding/json"
+	"flag"
 	"os"
 	"regexp"
 	"slices"
@@ -12,10 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/testutil"
+	"github.com/swarmgate/swarmgate/libp2p"
 )
 
 // dashboardPath is the Grafana dashboard operators import.
-const dashboardPath = "../bench/grafana/swarmgate-dashboard.json"
+const dashboardPath = "../../bench/grafana/swarmgate-dashboard.json"
 
 // describedNames records the metric names of every collector registered
 // on it, vectors without children included (a Gather would miss them).
@@ -42,16 +44,26 @@ func (d *describedNames) MustRegister(cs ...prometheus.Collector) {
 
 func (d *describedNames) Unregister(prometheus.Collector) bool { return false }
 
-// servedMetricNames are the families the server exports: the engine's
-// (admission's and the timer lag among them), the libp2p layer's, and the
-// Go (with scheduler metrics) and process collectors.
+// servedMetricNames are the families the server exports with its default
+// flags: the engine's (admission's and the timer lag among them), the
+// libp2p layer's, the roles' (Kademlia), and the Go (with scheduler
+// metrics) and process collectors.
 func servedMetricNames(t *testing.T) map[string]bool {
 	d := &describedNames{names: map[string]bool{}}
-	h, err := New(Config{Engine: engine.Config{Logger: testutil.Quiet, Registerer: d}})
+	cfg := Flags(flag.NewFlagSet("test", flag.ContinueOnError))
+	h, err := libp2p.New(libp2p.Config{Engine: engine.Config{Logger: testutil.Quiet, Registerer: d}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
+	r, err := attachRoles(cfg, h, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	if r.kad == nil {
+		t.Fatal("the default flags attach no Kademlia role")
+	}
 	d.MustRegister(
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -22,8 +22,8 @@ type Role struct {
 	conns sync.Map // *libp2p.PeerConn → *connState
 	// waiters are seed connections KeepConnected waits on.
 	waiters sync.Map // *libp2p.PeerConn → chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // connState is one connection's Peer and its Scheduler (the engine's

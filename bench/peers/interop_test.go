@@ -464,6 +464,16 @@ var (
 	npmErr  error
 )
 
+// skipJS skips a test for a missing js piece, or fails it when
+// SWARMGATE_REQUIRE_JS is set (CI sets it after running js/setup.sh).
+func skipJS(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("SWARMGATE_REQUIRE_JS") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
 // needJS skips when node is not installed and otherwise makes sure
 // js/node_modules exists, running js/setup.sh (npm ci from the lockfile,
 // SKIP_BROWSER=1) once if it does not, so a fresh clone passes without a
@@ -471,7 +481,7 @@ var (
 func needJS(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed: run `bash bench/peers/js/setup.sh` to test js-libp2p interop")
+		skipJS(t, "node is not installed: run `bash bench/peers/js/setup.sh` to test js-libp2p interop")
 	}
 	npmOnce.Do(func() {
 		if _, err := os.Stat(filepath.Join("js", "node_modules", "libp2p")); err == nil {
@@ -586,7 +596,7 @@ func TestJSBrowserClient(t *testing.T) {
 		chromium = "/usr/bin/chromium"
 	}
 	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("%s is not installed: run `bash bench/peers/js/setup.sh` (apt-get install chromium) to test js-libp2p in a browser", chromium)
+		skipJS(t, chromium+" is not installed: run `bash bench/peers/js/setup.sh` (apt-get install chromium) to test js-libp2p in a browser")
 	}
 	target := jsTarget(t)
 	s := runJS(t, "browser.mjs", target, "--hold", "3", "--monitor-ms", "500", "--chromium", chromium)

@@ -7,10 +7,15 @@ package testutil
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +170,32 @@ func flatten(mfs []*dto.MetricFamily) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// JSDir returns the directory of the js-libp2p interop peers
+// (bench/peers/js) once node and the packages a test needs are installed
+// (`bash bench/peers/js/setup.sh`). Without them the test skips, unless
+// SWARMGATE_REQUIRE_JS is set (CI sets it after running setup.sh): then a
+// missing piece fails the test instead of hiding it.
+func JSDir(t testing.TB, packages ...string) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "bench", "peers", "js")
+	missing := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...) + ": run `bash bench/peers/js/setup.sh`"
+		if os.Getenv("SWARMGATE_REQUIRE_JS") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		missing("node is not installed")
+	}
+	for _, p := range packages {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", filepath.FromSlash(p))); err != nil {
+			missing("js package %s is not installed", p)
+		}
+	}
+	return dir
 }

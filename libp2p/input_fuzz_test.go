@@ -491,35 +491,43 @@ func yframe(typ mux.FrameType, flags mux.Flags, id uint32, payload []byte) []byt
 // the muxer was not agreed inside the handshake.
 var muxerNego = msMsgs(multistream.ProtocolID, ProtoYamux)
 
-func inputSeeds() [][]byte {
+// inputSeeds are yamux streams from the side that opens streams 1, 2, 3
+// (ids odd for a client, even for a server).
+func inputSeeds(server bool) [][]byte {
+	id := func(n uint32) uint32 {
+		if server {
+			return 2 * n
+		}
+		return 2*n - 1
+	}
 	rec := msMsgs(multistream.ProtocolID, protoRecord)
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	return [][]byte{
 		// One recorder stream: open, negotiate with data behind, FIN.
-		cat(yframe(mux.TypeWindowUpdate, mux.FlagSYN, 1, nil),
-			yframe(mux.TypeData, 0, 1, append(bytes.Clone(rec), "hello"...)),
-			yframe(mux.TypeData, mux.FlagFIN, 1, []byte("world"))),
+		cat(yframe(mux.TypeWindowUpdate, mux.FlagSYN, id(1), nil),
+			yframe(mux.TypeData, 0, id(1), append(bytes.Clone(rec), "hello"...)),
+			yframe(mux.TypeData, mux.FlagFIN, id(1), []byte("world"))),
 		// Two interleaved streams, a ping, an RST, GoAway(normal).
-		cat(yframe(mux.TypeData, mux.FlagSYN, 1, rec[:7]),
-			yframe(mux.TypeData, mux.FlagSYN, 3, rec),
-			yframe(mux.TypeData, 0, 1, rec[7:]),
+		cat(yframe(mux.TypeData, mux.FlagSYN, id(1), rec[:7]),
+			yframe(mux.TypeData, mux.FlagSYN, id(2), rec),
+			yframe(mux.TypeData, 0, id(1), rec[7:]),
 			yframe(mux.TypePing, mux.FlagSYN, 0, nil),
-			yframe(mux.TypeData, 0, 3, bytes.Repeat([]byte("x"), 300)),
-			yframe(mux.TypeData, 0, 1, []byte("one")),
-			yframe(mux.TypeWindowUpdate, mux.FlagRST, 3, nil),
-			yframe(mux.TypeData, mux.FlagFIN, 1, []byte("two")),
+			yframe(mux.TypeData, 0, id(2), bytes.Repeat([]byte("x"), 300)),
+			yframe(mux.TypeData, 0, id(1), []byte("one")),
+			yframe(mux.TypeWindowUpdate, mux.FlagRST, id(2), nil),
+			yframe(mux.TypeData, mux.FlagFIN, id(1), []byte("two")),
 			yframe(mux.TypeGoAway, 0, 0, nil)),
 		// A refused protocol, then ping and echo beside a recorder.
-		cat(yframe(mux.TypeData, mux.FlagSYN, 1, msMsgs(multistream.ProtocolID, "/nope/1.0.0", protoRecord)),
-			yframe(mux.TypeData, mux.FlagSYN, 3, append(msMsgs(multistream.ProtocolID, ProtoPing), bytes.Repeat([]byte{9}, PingSize)...)),
-			yframe(mux.TypeData, mux.FlagSYN, 5, append(msMsgs(multistream.ProtocolID, ProtoEcho), "echo"...)),
-			yframe(mux.TypeData, mux.FlagFIN, 1, []byte("after na"))),
+		cat(yframe(mux.TypeData, mux.FlagSYN, id(1), msMsgs(multistream.ProtocolID, "/nope/1.0.0", protoRecord)),
+			yframe(mux.TypeData, mux.FlagSYN, id(2), append(msMsgs(multistream.ProtocolID, ProtoPing), bytes.Repeat([]byte{9}, PingSize)...)),
+			yframe(mux.TypeData, mux.FlagSYN, id(3), append(msMsgs(multistream.ProtocolID, ProtoEcho), "echo"...)),
+			yframe(mux.TypeData, mux.FlagFIN, id(1), []byte("after na"))),
 		// A protocol violation after good data: the outcome is a failure.
-		cat(yframe(mux.TypeData, mux.FlagSYN, 1, append(bytes.Clone(rec), "kept"...)),
+		cat(yframe(mux.TypeData, mux.FlagSYN, id(1), append(bytes.Clone(rec), "kept"...)),
 			[]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-			yframe(mux.TypeData, 0, 1, []byte("dropped"))),
+			yframe(mux.TypeData, 0, id(1), []byte("dropped"))),
 		// A header split over the end of the input.
-		cat(yframe(mux.TypeData, mux.FlagSYN, 1, append(bytes.Clone(rec), "tail"...)), []byte{0, 0, 0}),
+		cat(yframe(mux.TypeData, mux.FlagSYN, id(1), append(bytes.Clone(rec), "tail"...)), []byte{0, 0, 0}),
 	}
 }
 
@@ -543,7 +551,7 @@ func inputCase(mode int, y []byte) []byte {
 func FuzzPeerConnInput(f *testing.F) {
 	srv := startInputServer(f)
 	cl := newInputClient(f)
-	for i, y := range inputSeeds() {
+	for i, y := range inputSeeds(false) {
 		for mode := range numModes {
 			f.Add(uint8(mode|i%2<<2), inputCase(mode, y), []byte{11, 0, 5, 30}, []byte{0, 2, 16, 40})
 		}
@@ -576,7 +584,7 @@ func TestPeerConnInputBytewise(t *testing.T) {
 	srv := startInputServer(t)
 	cl := newInputClient(t)
 	for _, mode := range []int{modePlaintext, modeNoise} {
-		y := inputSeeds()[1]
+		y := inputSeeds(false)[1]
 		plain := inputCase(mode, y)
 		whole := runInput(t, srv, cl, mode, plain, nil, nil, false)
 		if whole.failed != "" || whole.close != ws.CloseNormal || !bytes.Contains([]byte(whole.log), []byte("|fin 1")) {

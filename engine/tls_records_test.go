@@ -287,3 +287,119 @@ func FuzzTLSRecords(f *testing.F) {
 		}
 	})
 }
+
+// switchConn is a net.Conn whose reads move from a pipe (the handshake) to
+// a TLS pipe of the engine once switched.
+type switchConn struct {
+	net.Conn
+	mu   sync.Mutex
+	pipe *tlsConn
+}
+
+func (c *switchConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	pipe := c.pipe
+	c.mu.Unlock()
+	if pipe != nil {
+		return pipe.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+// tlsSession runs a handshake over an in-memory pipe, switches the
+// client's reads to p, and has the server write want in two records'
+// worth of writes and close. It returns the client and everything the
+// server wrote after the handshake (TLS 1.3 tickets, data records up to
+// the largest, close_notify).
+func tlsSession(t *testing.T, v uint16, want []byte, p *tlsConn) (*tls.Conn, []byte) {
+	t.Helper()
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
+	a, b := net.Pipe()
+	sw := &switchConn{Conn: a}
+	cli := tls.Client(sw, &tls.Config{ServerName: "localhost", RootCAs: pool, MaxVersion: v})
+	srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: v})
+	hs := make(chan error, 1)
+	go func() { hs <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	captured := make(chan []byte, 1)
+	go func() {
+		var all []byte
+		buf := make([]byte, 1<<16)
+		for {
+			n, err := a.Read(buf)
+			all = append(all, buf[:n]...)
+			if err != nil {
+				captured <- all
+				return
+			}
+		}
+	}()
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+	srv.Write(want[:5])
+	srv.Write(want[5:])
+	srv.Close() // close_notify, then the pipe ends
+	stream := <-captured
+	a.Close()
+	sw.mu.Lock()
+	sw.pipe = p
+	sw.mu.Unlock()
+	return cli, stream
+}
+
+// readThroughPipe feeds stream to p in pieces of size, and after each
+// piece drains it into cli as tlsDecrypt does. It returns the plaintext,
+// and nil once close_notify was read.
+func readThroughPipe(cli *tls.Conn, p *tlsConn, stream []byte, size int) ([]byte, error) {
+	var got []byte
+	buf := make([]byte, 1<<16)
+	for len(stream) > 0 {
+		b := stream[:min(size, len(stream))]
+		stream = stream[len(b):]
+		p.compact()
+		p.in = append(p.in, b...)
+		for p.recordReady() {
+			n, err := cli.Read(buf)
+			got = append(got, buf[:n]...)
+			switch {
+			case err == nil, errors.Is(err, errWouldBlock):
+			case errors.Is(err, io.EOF):
+				return got, nil
+			default:
+				return got, err
+			}
+		}
+	}
+	return got, io.ErrUnexpectedEOF
+}
+
+// crypto/tls itself, reading through an open connection's TLS pipe the
+// records a real server wrote, fed in pieces of many sizes and drained as
+// tlsDecrypt drains them, returns exactly the plaintext; and it refuses
+// an oversized record header at once, without waiting for a body.
+func TestTLSPipeFeedsCryptoTLS(t *testing.T) {
+	want := append([]byte("hello"), bytes.Repeat([]byte{0xab}, 40000)...)
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		for _, size := range []int{1, 4, 5, 6, 100, 1 << 14, 1<<14 + 30, 1 << 20} {
+			p := &tlsConn{phase: tlsOpen}
+			cli, stream := tlsSession(t, v, want, p)
+			got, err := readThroughPipe(cli, p, stream, size)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("TLS %x, pieces of %d: %d bytes, %v", v, size, len(got), err)
+			}
+		}
+		p := &tlsConn{phase: tlsOpen}
+		cli, stream := tlsSession(t, v, want, p)
+		records, _, _ := splitRecords(stream)
+		head := bytes.Join(records[:len(records)-3], nil) // up to "hello" at least
+		bad := append(head, 0x17, 3, 3, (maxCiphertext+1)>>8, (maxCiphertext+1)&0xff)
+		got, err := readThroughPipe(cli, p, bad, 1)
+		if err == nil || errors.Is(err, errWouldBlock) || errors.Is(err, io.ErrUnexpectedEOF) || !bytes.HasPrefix(want, got) {
+			t.Fatalf("TLS %x oversized header: %d bytes, %v", v, len(got), err)
+		}
+		t.Logf("TLS %x oversized header: %v after %d bytes", v, err, len(got))
+	}
+}

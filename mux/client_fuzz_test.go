@@ -59,10 +59,12 @@ func (o *outputChecker) add(t testing.TB, b []byte) {
 }
 
 // FuzzClientSession interprets the input as a script of server frames and
-// embedder actions against a client session with small limits, checking
-// after every step the invariants FuzzSession checks (bounded queues and
-// buffers, consistent counters, buffered bytes within the granted window)
-// and that everything the client sends is well-formed for its role.
+// embedder actions against a client session with small limits and a tight
+// memory share, checking after every step the invariants FuzzSession
+// checks (bounded queues and buffers, consistent counters, buffered bytes
+// within the granted window) and that everything the client sends is
+// well-formed for its role; at the end, that every stream ended exactly
+// once and every byte charged to the share came back.
 func FuzzClientSession(f *testing.F) {
 	// Open 1; the server ACKs it, sends 37 bytes and a FIN; we send.
 	f.Add([]byte{2, 1, 0, 0, 0, 0, 0, 1, 2, 1, 0, 1, 0, 0, 0, 1, 1, 1, 0, 1, 4, 1, 0, 1, 6, 0, 0, 0, 0, 0})
@@ -74,11 +76,23 @@ func FuzzClientSession(f *testing.F) {
 	f.Add([]byte{2, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 8, 1, 9, 1, 7, 1, 3, 0, 0, 0, 0, 0, 1, 3, 1, 1})
 	f.Fuzz(func(t *testing.T, script []byte) {
 		var streams []*Stream
+		m := &testMeter{limit: 2*InitialWindow + 8<<10}
+		ended := map[*Stream]int{}
 		cfg := Config{
 			MaxStreams: 4, AcceptBacklog: 2, MaxRefusedStreams: 8,
 			MaxOutput: 4096, MaxControlOutput: 1024, MaxFramePayload: 1000,
 			MaxWindow: 1 << 20, MaxWindowGrowth: 1 << 20,
-			OnStream: func(st *Stream) { streams = append(streams, st) },
+			OnStream:        func(st *Stream) { streams = append(streams, st) },
+			Memory:          m,
+			HeldDataTimeout: 20 * time.Millisecond,
+			OnStreamEnd:     func(st *Stream) { ended[st]++ },
+			OnRefuse: func(reason string) {
+				switch reason {
+				case RefuseStreamLimit, RefuseBacklog, RefuseGoingAway, RefuseNoHandler, RefuseMemory, ResetHeldData, ResetMemory:
+				default:
+					t.Fatalf("refusal reason %q", reason)
+				}
+			},
 		}
 		s := NewClient(cfg, t0)
 		s.rtt = time.Millisecond
@@ -159,7 +173,17 @@ func FuzzClientSession(f *testing.F) {
 				t.Fatalf("outbound %d unacked %d", s.numOutbound, s.unacked)
 			}
 		}
+		s.Close(CodeNormal)
 		out.add(t, s.AppendOutput(nil, 0))
+		s.Free()
+		if m.used != 0 {
+			t.Fatalf("%d bytes still charged after Free", m.used)
+		}
+		for _, st := range streams {
+			if ended[st] != 1 {
+				t.Fatalf("stream %d ended %d times", st.ID(), ended[st])
+			}
+		}
 	})
 }
 

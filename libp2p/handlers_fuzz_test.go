@@ -21,12 +21,34 @@ import (
 
 // Roles of the streams in the handler fuzz.
 const (
-	rolePing     = iota // inbound, PingStream
-	roleEcho            // inbound, EchoStream
-	roleIdentify        // inbound, IdentifyStream
+	rolePing         = iota // inbound, PingStream
+	roleEcho                // inbound, EchoStream
+	roleIdentify            // inbound, IdentifyStream
+	roleIdentifyPush        // inbound, Host.identifyPushStream
 	roleIdentifyClient
 	rolePingClient
+	numInboundRoles = roleIdentifyPush + 1
 )
+
+// fuzzMeter is a connection's memory share for the session under test.
+type fuzzMeter struct{ used, limit int }
+
+func (m *fuzzMeter) Reserve(n int) bool {
+	if m.used+n > m.limit {
+		return false
+	}
+	m.used += n
+	return true
+}
+
+func (m *fuzzMeter) Release(n int) {
+	if m.used -= n; m.used < 0 {
+		panic("meter released more than it was charged")
+	}
+}
+
+func (m *fuzzMeter) Charge(n int)   { m.used += n }
+func (m *fuzzMeter) Available() int { return max(m.limit-m.used, 0) }
 
 // peerStream is the scripted peer's view of one stream.
 type peerStream struct {
@@ -60,10 +82,15 @@ type handlerRig struct {
 	idents  []*identifyServer
 	pings   []*pingServer
 	st      map[uint32]*mux.Stream
+	meter   *fuzzMeter
+	ended   map[*mux.Stream]int // OnStreamEnd calls
+	pushed  []*pb.Identify      // identify pushes delivered to the host
+	ping    uint32              // the last keepalive ping the server sent
+	pinged  bool
 }
 
 func (r *handlerRig) onStream(st *mux.Stream) {
-	ps := &peerStream{id: st.ID(), role: int(st.ID()/2) % 3}
+	ps := &peerStream{id: st.ID(), role: int(st.ID()/2) % numInboundRoles}
 	r.streams[ps.id] = ps
 	r.st[ps.id] = st
 	// As the negotiator does: accept, then hand over to the protocol.
@@ -80,6 +107,8 @@ func (r *handlerRig) onStream(st *mux.Stream) {
 	case roleIdentify:
 		h = IdentifyStream(r.pc, st)
 		r.idents = append(r.idents, h.(*identifyServer))
+	case roleIdentifyPush:
+		h = r.pc.h.identifyPushStream(r.pc, st)
 	}
 	st.SetHandler(h)
 }
@@ -106,7 +135,7 @@ func (r *handlerRig) drain(limit int) {
 	for {
 		if r.payload > 0 {
 			k := min(uint32(len(r.out)), r.payload)
-			if ps := r.streams[r.rxID]; ps != nil && !ps.gotRST {
+			if ps := r.streams[r.rxID]; ps != nil {
 				ps.got = append(ps.got, r.out[:k]...)
 			}
 			r.out = r.out[k:]
@@ -128,13 +157,21 @@ func (r *handlerRig) drain(limit int) {
 		case mux.TypeData:
 			r.payload, r.rxID = h.Length, h.StreamID
 		case mux.TypeWindowUpdate:
+		case mux.TypePing:
+			if h.Flags&mux.FlagSYN != 0 {
+				r.ping, r.pinged = h.Length, true
+			}
+			continue
 		default:
 			continue
 		}
-		// Control frames go out before queued data, so a stream's RST can
-		// overtake its own data and FIN, which the peer then discards.
-		if ps == nil || ps.gotRST {
+		if ps == nil {
 			continue
+		}
+		// An RST is the stream's last frame: it follows what the stream
+		// queued before it (a peer drops frames after an RST).
+		if ps.gotRST {
+			r.t.Fatalf("stream %d: %+v after RST", ps.id, h)
 		}
 		if h.Flags&mux.FlagFIN != 0 {
 			if ps.gotFIN || ps.gotRST {
@@ -249,8 +286,25 @@ func (r *handlerRig) check() {
 		if st.Buffered() > int(st.RecvWindow()) {
 			t.Fatalf("stream %d holds %d bytes, window %d", id, st.Buffered(), st.RecvWindow())
 		}
-		if r.streams[id].role == roleIdentifyClient && st.Buffered() > MaxIdentifyMessage+identifyLenBytes {
-			t.Fatalf("identify client holds %d bytes", st.Buffered())
+		if role := r.streams[id].role; (role == roleIdentifyClient || role == roleIdentifyPush) && st.Buffered() > MaxIdentifyMessage+identifyLenBytes {
+			t.Fatalf("identify reader holds %d bytes", st.Buffered())
+		}
+	}
+	// A push reaches the host only as what one push stream sent, whole,
+	// before its FIN.
+	for _, m := range r.pushed {
+		found := false
+		for _, id := range r.order {
+			ps := r.streams[id]
+			if ps.role != roleIdentifyPush || !ps.sentFIN {
+				continue
+			}
+			if got, err, rest := feedIdentify(ps.sent); err == nil && rest == 0 && proto.Equal(got, m) {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatal("an identify push that no stream sent")
 		}
 	}
 }
@@ -262,9 +316,9 @@ func (r *handlerRig) stream(sel byte) *peerStream {
 	return r.streams[r.order[int(sel)%len(r.order)]]
 }
 
-// FuzzStreamHandlers drives the ping, echo and identify handlers (inbound:
-// stream id/2 mod 3 picks ping, echo, identify; outbound: our identify
-// and ping clients) with a script of peer frames (data, FIN, RST, window
+// FuzzStreamHandlers drives the ping, echo, identify and identify push
+// handlers (inbound: stream id/2 mod 4 picks which; outbound: our identify
+// and ping clients), on a session charging a memory share, with a script of peer frames (data, FIN, RST, window
 // credit), output drained in pieces, stream timers firing, keepalive
 // ticks, local resets and the session's end, in any order. Properties:
 // never a panic; an echo is a prefix of what was sent and completes
@@ -272,11 +326,19 @@ func (r *handlerRig) stream(sel byte) *peerStream {
 // only after echoing every one; identify sends exactly its message then
 // the FIN; no more than MaxInboundPings ping handlers live; a client's
 // done runs exactly once, and a successful identify result is exactly
-// what the peer sent; when the session ends, every timer is stopped, every
-// ping slot released and every identify buffer returned.
+// what the peer sent, and so is every identify push the host is given;
+// when the session ends, every timer is stopped, every ping slot released,
+// every identify buffer returned, every stream ended once and every byte
+// charged to the share given back.
 func FuzzStreamHandlers(f *testing.F) {
 	srv, addr := startHost(f, Config{})
 	pc := dialHost(f, srv, addr, DialOptions{})
+	var cur *handlerRig // the run in progress, under pc's lock
+	pc.h.Notify(Notifiee{IdentifyPush: func(_ *PeerConn, m *pb.Identify) {
+		if cur != nil {
+			cur.pushed = append(cur.pushed, m)
+		}
+	}})
 	var vec []byte // a valid identify response (protocol-notes §9.9)
 	pc.Conn().Do(func(*engine.Conn) {
 		m, _ := srv.identifyMsg()
@@ -290,7 +352,16 @@ func FuzzStreamHandlers(f *testing.F) {
 	// Echo on stream 3 in pieces with small drains; identify on 5 with a FIN.
 	f.Add(script([]byte{0, 0}, data(1, []byte("hello")), []byte{5, 1, 5, 1}, data(1, []byte("world")), []byte{2, 1, 0}, []byte{2, 2, 5, 0}))
 	// Three pings at once (the third is refused), timers fire, a reset.
-	f.Add(script([]byte{0, 0, 0, 0, 0, 0, 0}, data(0, ping), data(6, ping), []byte{6, 0, 3, 0, 5, 0, 6, 2, 1}))
+	f.Add(script([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0}, data(0, ping), data(4, ping), data(8, ping), []byte{5, 0, 6, 0, 3, 1, 5, 0, 6, 2, 1}))
+	// An identify push on stream 7 in two pieces, then its FIN.
+	f.Add(script([]byte{0, 0, 0, 0}, data(3, vec[:40]), data(3, vec[40:min(len(vec), 40+255)]), []byte{2, 3, 5, 0}))
+	// Held data: an echo whose answers the peer does not read stops
+	// consuming; past HeldDataTimeout the stream is reset.
+	held := script([]byte{0, 0})
+	for i := range 10 {
+		held = append(held, data(1, bytes.Repeat([]byte{byte(i)}, 255))...)
+	}
+	f.Add(append(held, 6, 1, 5, 0))
 	// Our identify client answered with the vector in two pieces.
 	f.Add(script([]byte{7, 0}, data(0, vec[:60]), data(0, vec[60:min(len(vec), 60+255)]), []byte{2, 0, 5, 0}))
 	// Our ping client answered, then keepalive times out, then close.
@@ -302,11 +373,15 @@ func FuzzStreamHandlers(f *testing.F) {
 	}
 	f.Add(append(flood, 5, 0))
 	f.Fuzz(func(t *testing.T, script []byte) {
-		pc.Conn().Do(func(*engine.Conn) { runHandlerScript(t, pc, script) })
+		pc.Conn().Do(func(*engine.Conn) {
+			cur = &handlerRig{}
+			runHandlerScript(t, pc, cur, script)
+			cur = nil
+		})
 	})
 }
 
-func runHandlerScript(t *testing.T, pc *PeerConn, script []byte) {
+func runHandlerScript(t *testing.T, pc *PeerConn, r *handlerRig, script []byte) {
 	timersBefore := slices.Clone(pc.timers)
 	pingsBefore := pc.inboundPings
 	// A failed run must not leave its state on the shared connection: the
@@ -316,15 +391,18 @@ func runHandlerScript(t *testing.T, pc *PeerConn, script []byte) {
 			pc.timers, pc.inboundPings = timersBefore, pingsBefore
 		}
 	}()
-	r := &handlerRig{t: t, pc: pc, now: pc.c.Now(), streams: map[uint32]*peerStream{}, st: map[uint32]*mux.Stream{}, nextID: 1}
+	*r = handlerRig{t: t, pc: pc, now: pc.c.Now(), streams: map[uint32]*peerStream{}, st: map[uint32]*mux.Stream{}, nextID: 1,
+		meter: &fuzzMeter{limit: 2*mux.InitialWindow + 64<<10}, ended: map[*mux.Stream]int{}}
 	var err error
 	if r.idMsg, err = pc.appendIdentify(nil); err != nil {
 		t.Fatal(err)
 	}
 	r.sess = mux.NewServer(mux.Config{
-		OnStream: r.onStream, MaxStreams: 8, AcceptBacklog: 4,
+		OnStream: r.onStream, MaxStreams: 12, AcceptBacklog: 4,
 		MaxOutput: 2048, MaxFramePayload: 300, MaxControlOutput: 1024,
 		KeepAliveInterval: time.Second, PingTimeout: time.Second,
+		Memory: r.meter, HeldDataTimeout: 500 * time.Millisecond,
+		OnStreamEnd: func(st *mux.Stream) { r.ended[st]++ },
 	}, r.now)
 	next := func() byte {
 		if len(script) == 0 {
@@ -379,7 +457,7 @@ func runHandlerScript(t *testing.T, pc *PeerConn, script []byte) {
 		case 5: // the peer reads our output (0: all of it)
 			r.drain(int(next()) * 16)
 		case 6: // time
-			switch next() % 3 {
+			switch next() % 4 {
 			case 0: // every stream timer of this run fires, as Tick does
 				var due []*Timer
 				for _, tm := range pc.timers {
@@ -391,9 +469,14 @@ func runHandlerScript(t *testing.T, pc *PeerConn, script []byte) {
 					pc.StopTimer(tm)
 					tm.fire()
 				}
-			case 1: // keepalive: past the interval, then past the timeout
-				r.now = r.now.Add(1100 * time.Millisecond)
+			case 1: // the session's deadlines: held data (0.5 s), then an
+				// unanswered keepalive (1 s)
+				r.now = r.now.Add(600 * time.Millisecond)
 				r.sess.Tick(r.now)
+			case 3: // the peer answers the last keepalive it read
+				if r.pinged {
+					r.frame(mux.Header{Type: mux.TypePing, Flags: mux.FlagACK, Length: r.ping}, nil)
+				}
 			case 2: // a local reset from outside the handler (a limit, a
 				// deadline): mux calls no OnReset for our own Reset, so the
 				// resetter tells the handler, or it would keep its ping
@@ -421,12 +504,21 @@ func runHandlerScript(t *testing.T, pc *PeerConn, script []byte) {
 		known()
 		r.check()
 	}
-	// The end: the session closes, and everything the handlers held is
-	// given back.
+	// The end: the session closes, and everything the handlers and the
+	// session held is given back.
 	r.sess.Close(mux.CodeNormal)
 	r.drain(0)
 	known()
 	r.check()
+	r.sess.Free()
+	if r.meter.used != 0 {
+		t.Fatalf("%d bytes still charged after the session was freed", r.meter.used)
+	}
+	for id, st := range r.st {
+		if r.ended[st] != 1 {
+			t.Fatalf("stream %d ended %d times", id, r.ended[st])
+		}
+	}
 	for _, id := range r.order {
 		if ps := r.streams[id]; (ps.role == roleIdentifyClient || ps.role == rolePingClient) && ps.done != 1 {
 			t.Fatalf("client stream %d: done ran %d times", id, ps.done)

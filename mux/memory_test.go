@@ -2,6 +2,7 @@ package mux
 
 import (
 	"errors"
+	"io"
 	"testing"
 	"time"
 )
@@ -147,6 +148,70 @@ func TestHeldDataTimeout(t *testing.T) {
 	}
 	if m.used != 0 || s.held != 0 || s.NumStreams() != 0 {
 		t.Fatalf("used %d held %d streams %d", m.used, s.held, s.NumStreams())
+	}
+}
+
+// A stream closed both ways whose data the handler has not read stays in
+// the session, charged: the held-data deadline still resets it, a second
+// one is released at Free, and one read to the end leaves the session.
+func TestClosedStreamKeepsUnreadCharged(t *testing.T) {
+	m := &testMeter{limit: 4 << 20}
+	var refusals []string
+	s, sts := serverWith(t, Config{Memory: m, HeldDataTimeout: 30 * time.Second, OnRefuse: func(x string) { refusals = append(refusals, x) }}, holding)
+	for _, id := range []uint32{1, 3, 5} {
+		s.Input(frame(TypeData, FlagSYN, id, 100, make([]byte, 100)...), t0)
+		(*sts)[len(*sts)-1].CloseWrite()
+		s.Input(frame(TypeWindowUpdate, FlagFIN, id, 0), t0)
+	}
+	for i, st := range *sts {
+		if st.State() != StreamClosed {
+			t.Fatalf("stream %d: %v", i, st.State())
+		}
+	}
+	if s.NumStreams() != 3 || m.used < 3*100 {
+		t.Fatalf("%d streams in the session, %d bytes charged", s.NumStreams(), m.used)
+	}
+	// Read to the end: the stream leaves the session, its charge returns.
+	before := m.used
+	buf := make([]byte, 200)
+	if n, err := (*sts)[0].Read(buf); n != 100 || err != nil {
+		t.Fatalf("read %d %v", n, err)
+	}
+	if n, err := (*sts)[0].Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after the data: %d %v, want EOF", n, err)
+	}
+	if s.NumStreams() != 2 || m.used >= before {
+		t.Fatalf("%d streams, %d bytes charged (was %d)", s.NumStreams(), m.used, before)
+	}
+	// The held-data deadline reaches closed streams: both are reset and
+	// their handlers told; what they held is not read as a clean EOF.
+	s.Tick(t0.Add(30 * time.Second))
+	if s.NumStreams() != 0 || len(refusals) != 2 || refusals[0] != ResetHeldData {
+		t.Fatalf("%d streams, refusals %v", s.NumStreams(), refusals)
+	}
+	for _, st := range (*sts)[1:] {
+		if r := st.Handler().(*recorder); len(r.resets) != 1 || !errors.Is(r.resets[0], ErrHeldData) {
+			t.Fatalf("handler told %v", r.resets)
+		}
+		if _, err := st.Read(buf); !errors.Is(err, ErrHeldData) {
+			t.Fatalf("read after the reset: %v", err)
+		}
+	}
+	drain(s)
+	if m.used != 0 {
+		t.Fatalf("%d bytes still charged", m.used)
+	}
+
+	// A closed stream still holding data when the session is freed
+	// returns its charge.
+	m2 := &testMeter{limit: 4 << 20}
+	s2, sts2 := serverWith(t, Config{Memory: m2}, holding)
+	s2.Input(frame(TypeData, FlagSYN, 1, 100, make([]byte, 100)...), t0)
+	(*sts2)[0].CloseWrite()
+	s2.Input(frame(TypeWindowUpdate, FlagFIN, 1, 0), t0)
+	s2.Free()
+	if m2.used != 0 {
+		t.Fatalf("%d bytes charged after Free", m2.used)
 	}
 }
 

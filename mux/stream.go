@@ -300,9 +300,21 @@ func (st *Stream) CloseWrite() error {
 		st.state = StreamLocalClosed
 	} else {
 		st.state = StreamClosed
-		s.remove(st)
+		st.removeIfDrained()
 	}
 	return nil
+}
+
+// removeIfDrained takes a stream closed both ways out of the session once
+// nothing of the peer's is left in its buffer. Until then it stays: its
+// bytes are charged to the connection, the held-data deadline and the
+// stream limits still see it, and Free or the session's end releases them
+// (a handler that half-closes without reading everything cannot pin them
+// past the connection).
+func (st *Stream) removeIfDrained() {
+	if st.state == StreamClosed && st.rb.len() == 0 {
+		st.sess.remove(st)
+	}
 }
 
 // Reset resets the stream with code 0. See ResetWithCode.
@@ -311,12 +323,23 @@ func (st *Stream) Reset() error { return st.ResetWithCode(0) }
 // ResetWithCode aborts both directions: it queues an RST window update whose
 // Length carries code (go-yamux v5 reads it as the reset reason; v4 and js
 // ignore it), drops buffered data and removes the stream. OnReset is not
-// called. Resetting a Closed or Reset stream does nothing.
+// called. Resetting a Reset stream does nothing; resetting a Closed one
+// (both FINs exchanged) only drops what it still buffers: the peer has
+// forgotten the stream, so no RST is sent.
 func (st *Stream) ResetWithCode(code uint32) error {
-	if st.state == StreamReset || st.state == StreamClosed {
+	if st.state == StreamReset {
 		return nil
 	}
 	s := st.sess
+	if st.state == StreamClosed {
+		if st.flags&fRemoved == 0 {
+			st.state = StreamReset
+			st.err = &StreamError{Code: code}
+			s.remove(st)
+			st.releaseBuffer()
+		}
+		return nil
+	}
 	if s.err != nil {
 		return s.err
 	}
@@ -424,6 +447,7 @@ func (st *Stream) discard(n int) {
 		st.releaseBuffer()
 	}
 	st.consumed()
+	st.removeIfDrained()
 }
 
 // Read copies buffered bytes into p and consumes them. With nothing
@@ -590,7 +614,7 @@ func (st *Stream) remoteFIN() {
 		st.state = StreamRemoteClosed
 	case StreamLocalClosed:
 		st.state = StreamClosed
-		st.sess.remove(st)
+		st.removeIfDrained()
 	default:
 		return
 	}

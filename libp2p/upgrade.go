@@ -196,6 +196,16 @@ func (pc *PeerConn) startMux() {
 	cfg := pc.h.muxConfig()
 	cfg.OnStream = pc.onStream
 	cfg.Memory = pc.c.Memory() // stream buffers and output charged to the connection's share
+	// One stream's window may grow to half the share at most: the rest
+	// stays for other streams, queued output and a partial frame, so a
+	// single fast stream cannot crowd its connection out of its share.
+	if lim := pc.c.Memory().Limit(); lim > 0 {
+		w := cfg.MaxWindow
+		if w == 0 {
+			w = mux.DefaultMaxWindow
+		}
+		cfg.MaxWindow = uint32(max(min(int64(w), lim/2), mux.InitialWindow))
+	}
 	cfg.OnRefuse = pc.h.metrics.countReset
 	cfg.OnStreamEnd = pc.streamEnded
 	now := pc.c.Now()

@@ -33,11 +33,17 @@ func (q *queue) bytes() []byte { return q.b[q.off:] }
 func (q *queue) empty() bool   { return q.off == len(q.b) }
 
 // reserve makes room for n more bytes, compacting or moving to a larger
-// class. It returns the offset shift applied to existing bytes (bytes that
-// were at index i are now at i-shift) and false, changing nothing, when a
-// larger buffer is needed and refuse is set and m refuses it (without
-// refuse, m is charged regardless).
-func (q *queue) reserve(n int, m Meter, refuse bool) (shift int, ok bool) {
+// buffer of at most ceil bytes when ceil > 0 (a receive buffer never holds
+// more than the window credit its stream granted). It returns the offset
+// shift applied to existing bytes (bytes that were at index i are now at
+// i-shift). With keep < 0, m is charged regardless; otherwise a larger
+// buffer must fit m with keep bytes left over, or reserve returns false
+// and changes nothing.
+//
+// A move is charged as the difference between the new buffer and the old,
+// which is released as soon as its bytes are copied: the meter counts what
+// the queue holds.
+func (q *queue) reserve(n int, m Meter, keep int64, ceil int) (shift int, ok bool) {
 	if cap(q.b)-len(q.b) >= n {
 		return 0, true
 	}
@@ -52,25 +58,25 @@ func (q *queue) reserve(n int, m Meter, refuse bool) (shift int, ok bool) {
 	need := live + n
 	if need > classLarge {
 		// Beyond the pooled classes (an auto-tuned receive window, a
-		// large MaxOutput), grow geometrically to keep appends linear.
-		need = max(need, 2*cap(q.b))
+		// large MaxOutput), grow geometrically to keep appends linear,
+		// within the ceiling.
+		grown := 2 * cap(q.b)
+		if ceil > 0 {
+			grown = min(grown, ceil)
+		}
+		need = max(need, grown)
 	}
 	if m != nil {
-		c := bufpool.Class(need)
-		if refuse {
-			if !m.Reserve(c) {
-				return 0, false
-			}
-		} else {
-			m.Charge(c)
+		delta := bufpool.Class(need) - cap(q.b)
+		if keep < 0 {
+			m.Charge(delta)
+		} else if int64(m.Available())-keep < int64(delta) || !m.Reserve(delta) {
+			return 0, false
 		}
 	}
 	nb := bufpool.Get(need)
 	nb = append(nb, q.b[q.off:]...)
 	if q.b != nil {
-		if m != nil {
-			m.Release(cap(q.b))
-		}
 		bufpool.Put(q.b)
 	}
 	shift = q.off
@@ -81,7 +87,7 @@ func (q *queue) reserve(n int, m Meter, refuse bool) (shift int, ok bool) {
 // write appends p, charging m regardless (room must have been reserved or
 // is reserved here).
 func (q *queue) write(p []byte, m Meter) {
-	q.reserve(len(p), m, false)
+	q.reserve(len(p), m, -1, 0)
 	q.b = append(q.b, p...)
 }
 

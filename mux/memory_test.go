@@ -68,9 +68,13 @@ func TestMemoryShareBoundsHeldData(t *testing.T) {
 	if last := out[len(out)-1]; last.Flags&FlagRST == 0 || last.StreamID != 9 {
 		t.Fatalf("no RST for the refused stream: %+v", out)
 	}
-	// The fourth stream's window is still open; filling it overruns the
-	// share: that stream is reset and told, its data dropped; the session
-	// and the other streams go on.
+	// The fourth stream's window is still open, but an answer queued on
+	// the first (output is charged whether or not it fits) has taken part
+	// of its room: filling it overruns the share, and that stream is reset
+	// and told, its data dropped; the session and the other streams go on.
+	if n, err := (*sts)[0].Write(make([]byte, 8<<10)); n != 8<<10 || err != nil {
+		t.Fatalf("write %d %v", n, err)
+	}
 	if _, err := s.Input(frame(TypeData, 0, 7, InitialWindow-1000, full[:InitialWindow-1000]...), t0); err != nil {
 		t.Fatalf("over the share: %v", err)
 	}
@@ -148,6 +152,44 @@ func TestHeldDataTimeout(t *testing.T) {
 	}
 	if m.used != 0 || s.held != 0 || s.NumStreams() != 0 {
 		t.Fatalf("used %d held %d streams %d", m.used, s.held, s.NumStreams())
+	}
+}
+
+// Window credit granted after checking the meter is a promise: when its
+// bytes arrive they are taken even if output queued since has used the
+// room (the meter goes over rather than the stream being reset), and a
+// move to a larger buffer is charged as the difference, not both buffers.
+func TestPromisedWindowAccepted(t *testing.T) {
+	m := &testMeter{limit: 500 << 10}
+	var refusals []string
+	s, sts := serverWith(t, Config{Memory: m, OnRefuse: func(x string) { refusals = append(refusals, x) }}, holding)
+	full := make([]byte, InitialWindow)
+	s.Input(frame(TypeData, FlagSYN, 1, InitialWindow, full...), t0)
+	drain(s)
+	st := (*sts)[0]
+	// Read it all: the window update is granted, backed by the meter.
+	if n, _ := st.Read(make([]byte, InitialWindow)); n != InitialWindow {
+		t.Fatalf("read %d", n)
+	}
+	hs := parseFrames(t, drain(s))
+	if len(hs) != 1 || hs[0].Type != TypeWindowUpdate || hs[0].Length != InitialWindow {
+		t.Fatalf("no window update: %+v", hs)
+	}
+	// An answer takes half of the share before the promised bytes come.
+	if n, err := st.Write(full[:200<<10]); n != 200<<10 || err != nil {
+		t.Fatalf("write %d %v", n, err)
+	}
+	if m.Available() >= InitialWindow {
+		t.Fatalf("%d still available", m.Available())
+	}
+	// The promised window, in two frames (the second grows the buffer).
+	s.Input(frame(TypeData, 0, 1, 1000, full[:1000]...), t0)
+	s.Input(frame(TypeData, 0, 1, InitialWindow-1000, full[1000:]...), t0)
+	if st.State() != StreamOpen || len(refusals) != 0 || st.Buffered() != InitialWindow {
+		t.Fatalf("stream %v, refusals %v, %d buffered", st.State(), refusals, st.Buffered())
+	}
+	if m.used > InitialWindow+InitialWindow+4<<10 {
+		t.Fatalf("%d charged for %d held and %d queued", m.used, InitialWindow, InitialWindow)
 	}
 }
 

@@ -40,6 +40,13 @@ type Session struct {
 	rxRemain uint32
 	rxStream *Stream // nil: skip the payload
 	rxFIN    bool
+	// rxBacked is how much of the rest of the frame is credit our window
+	// updates granted after checking Memory (Stream.extra): those bytes
+	// were promised and are charged whether or not they fit now.
+	rxBacked uint32
+	// rxPromised is set while the payload bytes being delivered are all
+	// backed.
+	rxPromised bool
 
 	// Send side: control frames go out before stream data, switching only
 	// at frame boundaries.
@@ -141,8 +148,12 @@ func (s *Session) Input(in []byte, now time.Time) (consumed int, err error) {
 			}
 			// rxRemain first: grant() counts it as still in flight.
 			s.rxRemain -= uint32(k)
+			backed := min(uint32(k), s.rxBacked)
+			s.rxBacked -= backed
 			if st := s.rxStream; st != nil && (st.state == StreamOpen || st.state == StreamLocalClosed) {
+				s.rxPromised = backed == uint32(k)
 				st.deliver(in[i : i+k])
+				s.rxPromised = false
 			}
 			i += k
 			if s.rxRemain == 0 {
@@ -255,6 +266,7 @@ func (s *Session) handle(h Header) {
 		take := min(h.Length, st.extra)
 		st.extra -= take
 		s.extra -= int64(take)
+		s.rxBacked = take
 		if st.state != StreamOpen && st.state != StreamLocalClosed {
 			st = nil // data after the peer's FIN: drop
 		}
@@ -473,14 +485,14 @@ func (s *Session) queueCtl(h Header) {
 		s.fail(errCtlOverflow)
 		return
 	}
-	s.ctl.reserve(HeaderLen, s.cfg.Memory, false)
+	s.ctl.reserve(HeaderLen, s.cfg.Memory, -1, 0)
 	s.ctl.b = AppendHeader(s.ctl.b, h)
 }
 
 // reserveData makes room for n bytes in the data queue, keeping lastFrame
 // pointing at the same frame.
 func (s *Session) reserveData(n int) {
-	if shift, _ := s.data.reserve(n, s.cfg.Memory, false); shift != 0 && s.lastFrame >= 0 {
+	if shift, _ := s.data.reserve(n, s.cfg.Memory, -1, 0); shift != 0 && s.lastFrame >= 0 {
 		s.lastFrame -= shift
 	}
 }

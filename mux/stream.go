@@ -388,13 +388,27 @@ func (st *Stream) releaseBuffer() {
 }
 
 // buffer keeps p, which arrived within the window but was not consumed, in
-// the receive buffer, reserving its memory. A stream whose data, within
-// the window we granted, does not fit the meter is reset (the rest of its
+// the receive buffer, reserving its memory. A stream whose unbacked data
+// (its initial window) does not fit the meter is reset (the rest of its
 // frame is skipped); the connection goes on.
 func (st *Stream) buffer(p []byte) bool {
 	s := st.sess
 	empty := st.rb.len() == 0
-	if _, ok := st.rb.reserve(len(p), s.cfg.Memory, true); !ok {
+	// The most this buffer can come to hold before we grant more window:
+	// what it has, p, the rest of this frame, and the credit still out.
+	most := st.rb.len() + len(p) + int(st.recvCredit)
+	if s.rxStream == st {
+		most += int(s.rxRemain)
+	}
+	// Bytes of credit granted after checking the meter were promised:
+	// they are charged whether or not they fit now (output queued since
+	// may have taken the room). Others (a stream's initial window) must
+	// fit, leaving what is promised to streams untouched.
+	keep := s.extra
+	if s.rxPromised {
+		keep = -1
+	}
+	if _, ok := st.rb.reserve(len(p), s.cfg.Memory, keep, most); !ok {
 		st.resetFor(ResetMemory, ErrStreamMemory)
 		return false
 	}

@@ -74,9 +74,10 @@ const (
 )
 
 // Conn is one WebSocket connection in either role. Its methods other than
-// Do, CloseWith and RemoteAddr may be called only from inside a Stage or
-// Handler callback (or a function passed to Do), where the engine holds the
-// connection's lock.
+// Do, Post, CloseWith and RemoteAddr may be called only from inside a Stage
+// or Handler callback (or a function passed to Do or Post), where the engine
+// holds the connection's lock. A callback never takes another connection's
+// lock (Do included): it posts to that connection instead (mailbox.go).
 type Conn struct {
 	mu    sync.Mutex
 	nc    netpoll.Connection
@@ -121,6 +122,8 @@ type Conn struct {
 	// (server role; zero for our dials): everything the peer makes the
 	// connection hold is charged to it. Closed in onClose.
 	scope admission.Scope
+	// mbox holds functions posted from outside the lock (Post).
+	mbox mailbox
 }
 
 // count moves the connection to state's gauge (0 handshake, 1 open,
@@ -141,9 +144,11 @@ func (c *Conn) count(state int8) {
 	}
 }
 
-// unlock releases the connection's lock and then closes TCP if the locked
-// section ended the connection.
+// unlock runs what was posted to the connection meanwhile (Post), releases
+// the connection's lock and then closes TCP if the locked section ended the
+// connection.
 func (c *Conn) unlock() {
+	c.runMailbox()
 	closeTCP := c.closeTCP
 	c.closeTCP = false
 	c.mu.Unlock()
@@ -296,7 +301,7 @@ var (
 // input, then flushes what the stages wrote. netpoll calls it again while
 // input remains, and only ever one at a time per connection.
 func (c *Conn) onRequest() error {
-	c.mu.Lock()
+	c.lock()
 	defer c.unlock()
 	r := c.nc.Reader()
 	n := r.Len()
@@ -427,7 +432,7 @@ func (c *Conn) end(err error) {
 // onClose is netpoll's close callback, run once when the connection is gone,
 // closed by either side.
 func (c *Conn) onClose(netpoll.Connection) error {
-	c.mu.Lock()
+	c.lock()
 	if c.state != stateClosed {
 		c.state = stateClosed
 		if c.err == nil {
@@ -453,6 +458,7 @@ func (c *Conn) onClose(netpoll.Connection) error {
 		hs.onFail(c.err)
 	}
 	c.scope.Close()
+	c.runMailbox() // posted functions still run, and see the connection closed
 	c.mu.Unlock()
 	c.eng.untrack(c)
 	return nil

@@ -59,7 +59,7 @@ func (e *Engine) DialWith(addr ma.Multiaddr, path string, stage StageFunc, onFai
 	// before the connection's state is complete.
 	nc.SetOnRequest(func(_ context.Context, _ netpoll.Connection) error { return c.onRequest() })
 	if c.tls != nil {
-		c.mu.Lock()
+		c.lock()
 		if c.state != stateClosed {
 			c.startTLSHandshake() // the client speaks first: ClientHello
 		}

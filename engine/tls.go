@@ -332,7 +332,7 @@ func (t *tlsConn) handshake(start time.Time) {
 	if c.role == ws.Server {
 		et.inflight.Add(-1)
 	}
-	c.mu.Lock()
+	c.lock()
 	t.mu.Lock()
 	t.wake = nil
 	if err == nil && t.phase == tlsHandshaking {
@@ -550,7 +550,7 @@ func (t *tlsConn) Read(p []byte) (int, error) {
 		t.mu.Unlock()
 		if pending {
 			c := t.c
-			c.mu.Lock()
+			c.lock()
 			if c.state != stateClosed {
 				c.flush()
 			} else { // nobody will write it: drop it rather than spin

@@ -149,7 +149,7 @@ func (w *wheel) worker() {
 
 // fire runs c's deadline handler with its lock held.
 func fire(c *Conn) {
-	c.mu.Lock()
+	c.lock()
 	c.onDeadline()
 	c.unlock()
 }

@@ -223,7 +223,7 @@ func writeFD(fd int, b []byte) (int, error) {
 // Do runs f with the connection's lock held, as if from a callback, then
 // flushes. Goroutines outside the engine use it to write.
 func (c *Conn) Do(f func(c *Conn)) {
-	c.mu.Lock()
+	c.lock()
 	defer c.unlock()
 	if c.state == stateClosed {
 		return

@@ -52,6 +52,25 @@ type PeerConn struct {
 // Conn is the WebSocket connection underneath.
 func (pc *PeerConn) Conn() *engine.Conn { return pc.c }
 
+// Post runs f with the connection's lock held, as a callback would, then
+// sends what f queued on the session's streams; it returns at once, without
+// waiting for any connection's lock. It is how a callback of one connection
+// acts on another (a relay writing one connection's bytes into another's
+// stream): a callback must never call Do or otherwise take a second
+// connection's lock. f runs exactly once, in posting order, even when the
+// connection has closed meanwhile: its streams are then reset, their writes
+// fail and OpenStream returns an error, so f learns it from them (or from
+// Conn().Closed()). See engine.Conn.Post for who runs f.
+func (pc *PeerConn) Post(f func()) {
+	pc.c.Post(func(c *engine.Conn) {
+		f()
+		if !c.Closed() {
+			pc.flush()
+			pc.schedule()
+		}
+	})
+}
+
 // Host is the host this connection belongs to.
 func (pc *PeerConn) Host() *Host { return pc.h }
 

@@ -145,6 +145,12 @@ type Notifiee struct {
 	// public key checked when present). Protocols and listen addresses are
 	// whatever the peer sent: empty when it left them out.
 	IdentifyPush func(pc *PeerConn, m *pb.Identify)
+	// KeepIdle is asked when Config.IdleTimeout would close a connection
+	// that has had no stream for that long; true keeps it for another
+	// IdleTimeout. A role whose state needs the connection without
+	// streams answers for it (the relay: a reservation is reached
+	// through its connection).
+	KeepIdle func(pc *PeerConn) bool
 }
 
 // Notify subscribes n to the host's connection events. A Notifiee with

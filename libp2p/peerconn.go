@@ -263,6 +263,16 @@ func (pc *PeerConn) schedule() {
 	pc.c.SetDeadline(at)
 }
 
+// keptIdle reports whether a Notifiee keeps the idle connection open.
+func (pc *PeerConn) keptIdle() bool {
+	for _, n := range pc.h.notifiees() {
+		if n.KeepIdle != nil && n.KeepIdle(pc) {
+			return true
+		}
+	}
+	return false
+}
+
 func earliest(a, b time.Time) time.Time {
 	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
 		return b
@@ -308,9 +318,13 @@ func (pc *PeerConn) Tick(c *engine.Conn, now time.Time) {
 		}
 		if d := pc.h.cfg.IdleTimeout; d > 0 && pc.idleSince != 0 && pc.sess.NumStreams() == 0 &&
 			!now.Before(c.Engine().MonoTime(pc.idleSince).Add(d)) {
-			pc.h.metrics.idleCloses.Inc()
-			pc.Close() // GoAway, then WebSocket 1000
-			return
+			if pc.keptIdle() {
+				pc.idleSince = c.Engine().Mono(now)
+			} else {
+				pc.h.metrics.idleCloses.Inc()
+				pc.Close() // GoAway, then WebSocket 1000
+				return
+			}
 		}
 	}
 	pc.flush()

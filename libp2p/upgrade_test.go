@@ -3,6 +3,7 @@ package libp2p
 import (
 	"errors"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,6 +156,28 @@ func TestIdleTimeout(t *testing.T) {
 	if idle.Do(func() {}) {
 		t.Fatal("the idle connection is still open")
 	}
+	if testutil.CounterValue(t, regOf(h), "swarmgate_libp2p_idle_closes_total", nil) != 1 {
+		t.Fatal("idle close not counted")
+	}
+}
+
+// A Notifiee's KeepIdle keeps an idle connection past IdleTimeout for as
+// long as it answers true (a relay reservation); then it is closed.
+func TestIdleTimeoutKeptByNotifiee(t *testing.T) {
+	h, addr := startHost(t, Config{Engine: engine.Config{Tick: 20 * time.Millisecond}, IdleTimeout: 200 * time.Millisecond})
+	var keep atomic.Bool
+	keep.Store(true)
+	var asked atomic.Int32
+	if err := h.Notify(Notifiee{KeepIdle: func(*PeerConn) bool { asked.Add(1); return keep.Load() }}); err != nil {
+		t.Fatal(err)
+	}
+	c := dialHost(t, h, addr, DialOptions{})
+	testutil.WaitFor(t, 5*time.Second, func() bool { return asked.Load() >= 3 })
+	if !c.Do(func() {}) || h.Engine().OpenConns() != 1 {
+		t.Fatal("a kept connection was closed")
+	}
+	keep.Store(false)
+	testutil.WaitFor(t, 5*time.Second, func() bool { return h.Engine().OpenConns() == 0 })
 	if testutil.CounterValue(t, regOf(h), "swarmgate_libp2p_idle_closes_total", nil) != 1 {
 		t.Fatal("idle close not counted")
 	}

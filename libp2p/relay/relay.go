@@ -39,7 +39,7 @@ func New(h *libp2p.Host, cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{svc: svc, host: h, now: svc.cfg.Now}
-	if err := h.Notify(libp2p.Notifiee{Closed: r.PeerConnClosed}); err != nil {
+	if err := h.Notify(libp2p.Notifiee{Closed: r.PeerConnClosed, }); err != nil {
 		return nil, err
 	}
 	if err := h.Handle(ProtoHop, r.serveHop); err != nil {
@@ -55,6 +55,14 @@ func (r *Relay) Service() *Service[*libp2p.PeerConn] { return r.svc }
 // (libp2p.Notifiee.Closed).
 func (r *Relay) PeerConnClosed(pc *libp2p.PeerConn) {
 	r.svc.store.ConnClosed(pc.RemotePeer(), pc)
+}
+
+// reserving reports whether pc holds a live reservation: the host's
+// IdleTimeout must not close it, though it carries no stream between
+// circuits (libp2p.Notifiee.KeepIdle).
+func (r *Relay) reserving(pc *libp2p.PeerConn) bool {
+	c, ok := r.svc.store.Lookup(pc.RemotePeer(), r.now())
+	return ok && c == pc
 }
 
 // Sweep drops reservations expired at now (Store.Sweep).

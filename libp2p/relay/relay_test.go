@@ -56,7 +56,13 @@ func startRelay(t testing.TB, cfg Config, now func() time.Time) *testRelay {
 // startRelayOn listens on listen (/tls/ws gets a self-signed certificate).
 func startRelayOn(t testing.TB, listen string, cfg Config, now func() time.Time) *testRelay {
 	t.Helper()
-	hcfg := libp2p.Config{Engine: engine.Config{Logger: testutil.Quiet, Now: now, Tick: 10 * time.Millisecond}}
+	return startRelayWith(t, listen, libp2p.Config{}, cfg, now)
+}
+
+// startRelayWith also takes the host's configuration.
+func startRelayWith(t testing.TB, listen string, hcfg libp2p.Config, cfg Config, now func() time.Time) *testRelay {
+	t.Helper()
+	hcfg.Engine = engine.Config{Logger: testutil.Quiet, Now: now, Tick: 10 * time.Millisecond}
 	if now != nil {
 		// Clock jumps would time out yamux keepalive pings in flight.
 		hcfg.Mux.KeepAliveInterval = -1
@@ -727,5 +733,23 @@ func TestSlowReaderBoundsSender(t *testing.T) {
 	got, err := io.ReadAll(d)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("after resuming: %d of %d bytes, %v", len(got), len(data), err)
+	}
+}
+
+// With the host's IdleTimeout, a connection that holds a reservation stays
+// open without streams; one that does not is closed.
+func TestReservationKeepsIdleConnection(t *testing.T) {
+	tr := startRelayWith(t, "/ip4/127.0.0.1/tcp/0/ws", libp2p.Config{IdleTimeout: 300 * time.Millisecond}, Config{}, nil)
+	reserving, idle := tr.dial(), tr.dial()
+	if _, err := reserving.reserve(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the idle connection closed", func() bool { return tr.host.Engine().OpenConns() == 1 })
+	time.Sleep(time.Second) // three more idle periods
+	if !reserving.pc.Do(func() {}) || tr.host.Engine().OpenConns() != 1 {
+		t.Fatal("the reserving connection was closed")
+	}
+	if idle.pc.Do(func() {}) {
+		t.Fatal("the idle connection is open")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify/pb"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/multistream"
@@ -272,15 +273,25 @@ func (h *Host) AgentVersion() string { return h.cfg.AgentVersion }
 
 // Listen serves libp2p on addr (/ws, /tls/ws, /wss, /dns…/tls/sni/H/ws;
 // port 0 picks one) on every request path but Config.Paths, and adds the
-// bound address to those identify announces. It returns the bound address
-// without /p2p.
+// bound address to those identify announces (an unspecified address,
+// 0.0.0.0 or ::, as the address of each interface, as go-libp2p does;
+// SetListenAddrs replaces them with public ones). It returns the bound
+// address without /p2p.
 func (h *Host) Listen(addr ma.Multiaddr) (ma.Multiaddr, error) {
 	l, err := h.eng.Listen(addr, engine.Routes{Paths: h.cfg.Paths, Fallback: h.Stage})
 	if err != nil {
 		return nil, err
 	}
+	announce := []ma.Multiaddr{l.Addr()}
+	if manet.IsIPUnspecified(l.Addr()) {
+		if ifaces, err := manet.InterfaceMultiaddrs(); err == nil {
+			if resolved, err := manet.ResolveUnspecifiedAddress(l.Addr(), ifaces); err == nil && len(resolved) > 0 {
+				announce = resolved
+			}
+		}
+	}
 	h.mu.Lock()
-	addrs := append(append([]ma.Multiaddr(nil), *h.addrs.Load()...), l.Addr())
+	addrs := append(append([]ma.Multiaddr(nil), *h.addrs.Load()...), announce...)
 	h.addrs.Store(&addrs)
 	h.mu.Unlock()
 	return l.Addr(), nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/swarmgate/swarmgate/engine"
@@ -236,4 +238,29 @@ func TestHostUpgradeCap(t *testing.T) {
 	testutil.WaitFor(t, 5*time.Second, func() bool { return srv.upgrading.Load() < 2 })
 	pc := dialHost(t, srv, addr, DialOptions{})
 	echoOver(t, pc, []byte("room again"))
+}
+
+// A listener on the unspecified address announces each interface's
+// address with the bound port, never 0.0.0.0.
+func TestListenUnspecifiedAnnouncesInterfaces(t *testing.T) {
+	h, err := New(Config{Engine: engine.Config{Logger: testutil.Quiet}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	bound, err := h.Listen(ma.StringCast("/ip4/0.0.0.0/tcp/0/ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := bound.ValueForProtocol(ma.P_TCP)
+	want := ma.StringCast("/ip4/127.0.0.1/tcp/" + port + "/ws")
+	addrs := h.ListenAddrs()
+	if !slices.ContainsFunc(addrs, want.Equal) {
+		t.Fatalf("announced %v, want %v among them", addrs, want)
+	}
+	for _, a := range addrs {
+		if manet.IsIPUnspecified(a) {
+			t.Fatalf("announced %v", a)
+		}
+	}
 }

@@ -61,5 +61,8 @@ GOARCH=arm64 go test -c -tags purego -o "$tmp/simd.arm64.purego.test" ./simd
 step "simd: generated assembly is up to date"
 sh simd/_asm/check.sh
 
+step "deploy: manifests, unit, Dockerfile, binary flags (nested module)"
+(cd deploy && go vet ./... && go test -count=1 ./...)
+
 step "real peers: go-libp2p host, nbio, js-libp2p in Node and Chromium (nested module)"
 (cd bench/peers && go vet ./... && go test -count=1 ./...)

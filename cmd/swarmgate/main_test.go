@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,12 +21,16 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/libp2p/go-libp2p/core/peer"
+	idpb "github.com/libp2p/go-libp2p/p2p/protocol/identify/pb"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/libp2p"
+	"github.com/swarmgate/swarmgate/libp2p/kad"
+	"github.com/swarmgate/swarmgate/libp2p/relay"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/simd"
 	"github.com/swarmgate/swarmgate/ws"
@@ -428,4 +435,78 @@ func TestSubcommands(t *testing.T) {
 	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 		t.Fatalf("an unknown flag: %v, want exit 2", err)
 	}
+}
+
+// The roles a default swarmgate serves, seen from a peer: identify lists
+// Kademlia and the relay hop beside identify and ping, and announces the
+// -announce address; a reservation comes back with that address, the
+// default limit (2 minutes, 128 KiB) and a voucher.
+func TestServeRoles(t *testing.T) {
+	bin := buildSwarmgate(t)
+	const public = "/dns4/relay.example.org/tcp/443/tls/ws"
+	_, addr := startServe(t, bin, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-announce", public)
+	target, id := peerSplit(t, addr)
+	h, err := libp2p.New(libp2p.Config{Engine: engine.Config{Logger: testutil.Quiet}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pc, err := h.Dial(ctx, target, libp2p.DialOptions{Expect: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type idResult struct {
+		m   *idpb.Identify
+		err error
+	}
+	idc := make(chan idResult, 1)
+	pc.Do(func() { pc.Identify(func(m *idpb.Identify, err error) { idc <- idResult{m, err} }) })
+	r := <-idc
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, p := range []string{libp2p.ProtoIdentify, libp2p.ProtoPing, kad.Protocol, relay.ProtoHop} {
+		if !slices.Contains(r.m.Protocols, p) {
+			t.Errorf("identify lacks %s: %v", p, r.m.Protocols)
+		}
+	}
+	if len(r.m.ListenAddrs) != 1 || !bytes.Equal(r.m.ListenAddrs[0], ma.StringCast(public).Bytes()) {
+		t.Errorf("identify announces %d addresses, want only %s", len(r.m.ListenAddrs), public)
+	}
+	resc := make(chan *relay.Reservation, 1)
+	cli := relay.NewClient(h, time.Now)
+	pc.Do(func() {
+		cli.Reserve(pc, func(res *relay.Reservation, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			resc <- res
+		})
+	})
+	res := <-resc
+	if res == nil {
+		t.FailNow()
+	}
+	want := ma.StringCast(public + "/p2p/" + id.String())
+	if len(res.Addrs) != 1 || !res.Addrs[0].Equal(want) || res.Voucher == nil {
+		t.Fatalf("reservation addresses %v (want %v), voucher %v", res.Addrs, want, res.Voucher)
+	}
+	if res.Limit == nil || res.Limit.GetDuration() != 120 || res.Limit.GetData() != 128<<10 {
+		t.Fatalf("limit %v", res.Limit)
+	}
+	if d := time.Until(res.Expire); d < 59*time.Minute || d > 61*time.Minute {
+		t.Fatalf("expires in %v", d)
+	}
+}
+
+// peerSplit splits a printed listen address into transport and peer ID.
+func peerSplit(t *testing.T, a ma.Multiaddr) (ma.Multiaddr, peer.ID) {
+	t.Helper()
+	tr, id := peer.SplitAddr(a)
+	if tr == nil || id == "" {
+		t.Fatalf("%v has no /p2p/ID", a)
+	}
+	return tr, id
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/libp2p/kad"
+	"github.com/swarmgate/swarmgate/libp2p/relay"
 )
 
 // Config is what the server runs with. Every field is a flag, and every
@@ -30,9 +31,14 @@ type Config struct {
 
 	// What to serve.
 	Listen            multiFlag
+	Announce          multiFlag
 	DHT               bool
 	DHTAddrFilter     string
 	DHTSeeds          multiFlag
+	Relay             bool
+	RelayMaxResv      int
+	RelayCircuitDur   time.Duration
+	RelayCircuitBytes byteSize
 	Echo              bool
 	WSEcho            string
 	Metrics           string
@@ -77,8 +83,9 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
-	{"Serving", []string{"listen", "key", "config"}},
+	{"Serving", []string{"listen", "announce", "key", "config"}},
 	{"Kademlia (DHT server role)", []string{"dht", "dht-addr-filter", "dht-seed"}},
+	{"Circuit relay v2 (hop)", []string{"relay", "relay-max-reservations", "relay-circuit-duration", "relay-circuit-bytes"}},
 	{"Protocols", []string{"echo", "ws-echo", "ws-max-message", "insecure-plaintext"}},
 	{"TLS (/tls/ws, /wss)", []string{"tls-cert", "tls-key", "tls-curves"}},
 	{"Limits (per source: IPv4 address or IPv6 /56; loopback exempt unless -limit-loopback)", []string{"max-conns", "max-conns-per-ip", "max-conns-per-subnet", "conn-rate-per-ip", "conn-burst-per-ip", "limit-loopback", "limit-exempt", "trusted-proxy"}},
@@ -91,10 +98,16 @@ var flagGroups = []struct {
 // fill. Call Parse(fs, cfg, args) to parse the command line and merge the
 // -config file.
 func Flags(fs *flag.FlagSet) *Config {
-	c := &Config{LogLevel: "info", LogFormat: "text", DrainTimeout: engine.DefaultDrainTimeout, DHT: true, DHTAddrFilter: "public"}
+	c := &Config{LogLevel: "info", LogFormat: "text", DrainTimeout: engine.DefaultDrainTimeout, DHT: true, DHTAddrFilter: "public", Relay: true,
+		RelayCircuitDur: relay.DefaultCircuitDuration, RelayCircuitBytes: relay.DefaultCircuitBytes}
 	fs.StringVar(&c.ConfigFile, "config", "", "read flags from this JSON file: an object whose keys are flag names (repeatable flags take an array); flags on the command line win")
 
 	fs.Var(&c.Listen, "listen", "listen multiaddr, e.g. /ip4/127.0.0.1/tcp/0/ws, /ip4/0.0.0.0/tcp/443/tls/ws, /dns/H/tcp/443/tls/sni/H/ws (repeatable; /ws and /tls/ws may share a port)")
+	fs.Var(&c.Announce, "announce", "address to announce instead of the listen addresses (identify, DHT answers, relay reservations): the node's public /ip4|ip6|dns…/tcp/N/ws or /tls/ws address behind NAT or a load balancer, without /p2p (repeatable; default: the listen addresses, each interface's for 0.0.0.0 or ::)")
+	fs.BoolVar(&c.Relay, "relay", c.Relay, "serve circuit relay v2 (/libp2p/circuit/relay/0.2.0/hop) so peers that cannot listen (browsers) can be reached through this node; -relay=false turns the role off")
+	fs.IntVar(&c.RelayMaxResv, "relay-max-reservations", 0, fmt.Sprintf("most relay reservations held at once (0: %d; each keeps its connection open)", relay.DefaultMaxReservations))
+	fs.DurationVar(&c.RelayCircuitDur, "relay-circuit-duration", c.RelayCircuitDur, "how long one relayed connection may last, announced to peers (0: unlimited)")
+	fs.Var(&c.RelayCircuitBytes, "relay-circuit-bytes", "bytes one relayed connection may carry in each direction, announced to peers, e.g. 128KiB (0: unlimited)")
 	fs.BoolVar(&c.DHT, "dht", c.DHT, "answer Kademlia (/ipfs/kad/1.0.0) as a DHT server from a table of every connected DHT server; -dht=false turns the role off")
 	fs.StringVar(&c.DHTAddrFilter, "dht-addr-filter", c.DHTAddrFilter, "which addresses of peers (and ours) the DHT hands out: public (only addresses others can dial) or all (loopback and private too: tests, LANs)")
 	fs.Var(&c.DHTSeeds, "dht-seed", "a fleet member to dial at start and keep connected with backoff, /ws or /tls/ws multiaddr ending in /p2p/ID (repeatable)")
@@ -312,10 +325,38 @@ func (c *Config) validate() error {
 			return fmt.Errorf("-dht-seed %q: the address must end in /p2p/ID", s)
 		}
 	}
+	for _, s := range c.Announce {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("-announce %q: %w", s, err)
+		}
+		if _, last := ma.SplitLast(a); last != nil && last.Code() == ma.P_P2P {
+			return fmt.Errorf("-announce %q: give the address without /p2p/ID", s)
+		}
+	}
+	if c.RelayMaxResv < 0 || c.RelayCircuitDur < 0 || c.RelayCircuitBytes < 0 {
+		return fmt.Errorf("-relay-max-reservations, -relay-circuit-duration and -relay-circuit-bytes cannot be negative")
+	}
+	if d := c.RelayCircuitDur; d > 0 && d < time.Second {
+		return fmt.Errorf("-relay-circuit-duration %v: peers are told whole seconds; give at least 1s, or 0 for unlimited", d)
+	}
 	if _, err := c.limits(); err != nil {
 		return err
 	}
 	return nil
+}
+
+// relayConfig is the relay's configuration from the flags: 0 means
+// unlimited for the circuit limits (the relay's own -1).
+func (c *Config) relayConfig() relay.Config {
+	rc := relay.Config{MaxReservations: c.RelayMaxResv, CircuitDuration: c.RelayCircuitDur, CircuitBytes: int64(c.RelayCircuitBytes)}
+	if rc.CircuitDuration == 0 {
+		rc.CircuitDuration = -1
+	}
+	if rc.CircuitBytes == 0 {
+		rc.CircuitBytes = -1
+	}
+	return rc
 }
 
 func parseLogLevel(s string) (slog.Level, error) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/swarmgate/swarmgate/admission"
+	"github.com/swarmgate/swarmgate/libp2p/relay"
 )
 
 func parseServe(t *testing.T, file string, args ...string) (*Config, error) {
@@ -55,6 +56,11 @@ func TestServeConfigFile(t *testing.T) {
 		"dht": false,
 		"dht-addr-filter": "all",
 		"dht-seed": ["/ip4/192.0.2.9/tcp/4001/ws/p2p/12D3KooWGzwUCPHfkS2DFmSQSsS1fusmYgJtGDY4WkZdHHxM9V6i"],
+		"announce": ["/dns4/node0.example.org/tcp/443/tls/ws", "/ip4/198.51.100.7/tcp/4001/ws"],
+		"relay": false,
+		"relay-max-reservations": 1000,
+		"relay-circuit-duration": "0s",
+		"relay-circuit-bytes": "1MiB",
 		"conn-memory": "2MiB",
 		"peer-memory": "6MiB",
 		"source-memory": -1,
@@ -94,7 +100,9 @@ func TestServeConfigFile(t *testing.T) {
 		Listen:     multiFlag{"/ip4/127.0.0.1/tcp/0/ws"}, // the command line replaces the file's list
 		Echo:       true,
 		DHT:        false, DHTAddrFilter: "all",
-		DHTSeeds:   multiFlag{"/ip4/192.0.2.9/tcp/4001/ws/p2p/12D3KooWGzwUCPHfkS2DFmSQSsS1fusmYgJtGDY4WkZdHHxM9V6i"},
+		DHTSeeds: multiFlag{"/ip4/192.0.2.9/tcp/4001/ws/p2p/12D3KooWGzwUCPHfkS2DFmSQSsS1fusmYgJtGDY4WkZdHHxM9V6i"},
+		Announce: multiFlag{"/dns4/node0.example.org/tcp/443/tls/ws", "/ip4/198.51.100.7/tcp/4001/ws"},
+		Relay:    false, RelayMaxResv: 1000, RelayCircuitDur: 0, RelayCircuitBytes: 1 << 20,
 		ConnMemory: 2 << 20, PeerMemory: 6 << 20, SourceMemory: -1,
 		MaxConnsPerPeer: 4, MaxPeerStreams: 100, MaxProtoStreams: 10,
 		WSEcho:       "/echo",
@@ -156,6 +164,10 @@ func TestServeConfigErrors(t *testing.T) {
 		{`{"limit-exempt": ["10.0.0.0/40"]}`, nil, "-limit-exempt"},
 		{`{"dht-addr-filter": "private"}`, nil, "-dht-addr-filter"},
 		{`{"dht-seed": ["/ip4/192.0.2.9/tcp/4001/ws"]}`, nil, "must end in /p2p/ID"},
+		{`{"announce": ["/ip4/192.0.2.9/tcp/4001/ws/p2p/12D3KooWGzwUCPHfkS2DFmSQSsS1fusmYgJtGDY4WkZdHHxM9V6i"]}`, nil, "without /p2p/ID"},
+		{`{"announce": ["not-a-multiaddr"]}`, nil, "-announce"},
+		{`{"relay-circuit-duration": "500ms"}`, nil, "whole seconds"},
+		{`{"relay-circuit-bytes": -5}`, nil, "cannot be negative"},
 		{`{} {}`, nil, "trailing data"},
 		{`[]`, nil, "one JSON object keyed by flag names, not a JSON array"},
 		{"{\n  \"max-conns\": 5,\n  \"listen\" [\"x\"]\n}", nil, "line 3, column 12"},
@@ -194,5 +206,24 @@ func TestByteSize(t *testing.T) {
 	}
 	if _, err := parseLogLevel("WARNING"); err != nil {
 		t.Error(err)
+	}
+}
+
+// The relay's circuit limits: the defaults are go-libp2p's limited relay;
+// 0 on the command line is an unlimited relay (the relay's -1).
+func TestRelayConfig(t *testing.T) {
+	c, err := parseServe(t, "", "-listen", "/ip4/127.0.0.1/tcp/0/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := c.relayConfig(); !c.Relay || rc.CircuitDuration != relay.DefaultCircuitDuration || rc.CircuitBytes != relay.DefaultCircuitBytes || rc.MaxReservations != 0 {
+		t.Fatalf("defaults: relay %v, %+v", c.Relay, rc)
+	}
+	c, err = parseServe(t, "", "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-relay-circuit-duration", "0", "-relay-circuit-bytes", "0", "-relay-max-reservations", "10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := c.relayConfig(); rc.CircuitDuration != -1 || rc.CircuitBytes != -1 || rc.MaxReservations != 10 {
+		t.Fatalf("unlimited: %+v", rc)
 	}
 }

@@ -46,7 +46,7 @@ func (d *describedNames) Unregister(prometheus.Collector) bool { return false }
 
 // servedMetricNames are the families the server exports with its default
 // flags: the engine's (admission's and the timer lag among them), the
-// libp2p layer's, the roles' (Kademlia), and the Go (with scheduler
+// libp2p layer's, the roles' (Kademlia, circuit relay), and the Go (with scheduler
 // metrics) and process collectors.
 func servedMetricNames(t *testing.T) map[string]bool {
 	d := &describedNames{names: map[string]bool{}}
@@ -61,8 +61,8 @@ func servedMetricNames(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Close)
-	if r.kad == nil {
-		t.Fatal("the default flags attach no Kademlia role")
+	if r.kad == nil || r.relay == nil {
+		t.Fatal("the default flags attach no Kademlia or no relay role")
 	}
 	d.MustRegister(
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),

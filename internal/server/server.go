@@ -34,6 +34,7 @@ import (
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/libp2p/kad"
+	"github.com/swarmgate/swarmgate/libp2p/relay"
 	"github.com/swarmgate/swarmgate/security"
 )
 
@@ -218,6 +219,13 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 		}
 		fmt.Fprintln(stdout, bound.Encapsulate(p2p))
 	}
+	if len(cfg.Announce) > 0 {
+		var announce []ma.Multiaddr
+		for _, s := range cfg.Announce {
+			announce = append(announce, ma.StringCast(s)) // validated
+		}
+		host.SetListenAddrs(announce)
+	}
 	roles, err := attachRoles(cfg, host, reg)
 	if err != nil {
 		return err
@@ -268,7 +276,9 @@ func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Lo
 // roles are the protocol roles the configuration attaches to the host
 // beside identify and ping.
 type roles struct {
-	kad *kad.Role // nil unless -dht
+	kad        *kad.Role    // nil unless -dht
+	relay      *relay.Relay // nil unless -relay
+	stopSweeps func()
 }
 
 // attachRoles attaches the roles cfg turns on, their metrics registered on
@@ -284,6 +294,17 @@ func attachRoles(cfg *Config, host *libp2p.Host, reg prometheus.Registerer) (*ro
 		}
 		r.kad = role
 	}
+	if cfg.Relay {
+		rc := cfg.relayConfig()
+		rc.Registerer = reg
+		rel, err := relay.New(host, rc)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.relay = rel
+		r.stopSweeps = rel.StartSweeper()
+	}
 	return r, nil
 }
 
@@ -291,6 +312,9 @@ func attachRoles(cfg *Config, host *libp2p.Host, reg prometheus.Registerer) (*ro
 func (r *roles) Close() {
 	if r.kad != nil {
 		r.kad.Close()
+	}
+	if r.stopSweeps != nil {
+		r.stopSweeps()
 	}
 }
 

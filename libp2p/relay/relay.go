@@ -282,8 +282,8 @@ func (hs *hopStream) connect(m *pb.HopMessage) bool {
 		limit = r.svc.cfg.CircuitBytes
 	}
 	c.sp = newSplice(limit, c.ended, r.svc.countBytes)
-	c.sp.a.conn, c.sp.a.st = hs.pc, hs.st
-	c.sp.b.conn = dconn
+	c.sp.a.conn, c.sp.a.st, c.sp.a.mem = hs.pc, hs.st, hs.pc.Conn().Memory()
+	c.sp.b.conn, c.sp.b.mem = dconn, dconn.Conn().Memory()
 	hs.c = c
 	hs.phase = hopConnect
 	dconn.Post(c.openStop)

@@ -729,11 +729,32 @@ func TestSlowReaderBoundsSender(t *testing.T) {
 	if n := chunksOut.Load(); n > 1 {
 		t.Fatalf("%d chunks held for one stalled direction", n)
 	}
+	// What the stalled circuit holds is charged to the source's
+	// connection: the chunk in flight and the bytes its stream buffers.
+	srcUsed := tr.used(src.id())
+	if srcUsed < ChunkSize {
+		t.Fatalf("the source's connection is charged %d bytes with a chunk in flight", srcUsed)
+	}
+	t.Logf("charged to the source's connection while stalled: %d KiB", srcUsed>>10)
 	d.SetDeadline(time.Now().Add(60 * time.Second))
 	got, err := io.ReadAll(d)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("after resuming: %d of %d bytes, %v", len(got), len(data), err)
 	}
+	// Once the circuit has ended (the destination closes its side too),
+	// neither connection holds anything.
+	d.Close()
+	waitFor(t, "the circuit's end", func() bool { return tr.relay.svc.store.Circuits() == 0 })
+	waitFor(t, "every charge returned", func() bool { return tr.used(src.id()) == 0 && tr.used(dst.id()) == 0 })
+}
+
+// used is what the relay's connections to peer p are charged.
+func (tr *testRelay) used(p peer.ID) int64 {
+	var n int64
+	for _, pc := range tr.host.ConnsToPeer(p) {
+		pc.Do(func() { n += pc.Conn().Memory().Used() })
+	}
+	return n
 }
 
 // With the host's IdleTimeout, a connection that holds a reservation stays

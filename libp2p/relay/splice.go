@@ -82,6 +82,15 @@ func putChunk(c *[ChunkSize]byte) {
 	chunkPool.Put(c)
 }
 
+// chunkMeter is what a half's chunk is charged to: the reading
+// connection's admission.Scope (Charge takes bytes whether or not they fit:
+// a chunk is bounded by ChunkSize per direction and circuits by
+// MaxCircuits; Release after the connection closed is a no-op).
+type chunkMeter interface {
+	Charge(n int)
+	Release(n int)
+}
+
 // poster runs work under a connection's lock (libp2p.PeerConn.Post).
 type poster interface {
 	Post(f func())
@@ -115,6 +124,12 @@ type half struct {
 	other *half
 	conn  poster
 	st    *mux.Stream
+
+	// mem is charged the chunk this half's reader has in flight: the peer
+	// on this stream sent the bytes, so its connection, peer and source
+	// carry them (admission's scope; nil in tests without accounting).
+	mem     chunkMeter
+	charged bool // mem carries a chunk
 
 	// Reading from st.
 	inflight bool  // a chunk read from st is with the other half
@@ -182,6 +197,7 @@ func (h *half) abort() {
 		return
 	}
 	h.aborted = true
+	h.uncharge() // the chunk may still be with the other half: it is dropped there
 	if h.st != nil {
 		h.st.Reset() // no-op on a stream already reset or closed
 	}
@@ -193,6 +209,14 @@ func (h *half) abort() {
 	if h.cancel != nil {
 		h.cancel()
 		h.cancel = nil
+	}
+}
+
+// uncharge returns the in-flight chunk's charge (own lock).
+func (h *half) uncharge() {
+	if h.charged {
+		h.charged = false
+		h.mem.Release(ChunkSize)
 	}
 }
 
@@ -223,6 +247,10 @@ func (h *half) take(p []byte) int {
 	}
 	o := h.other
 	c := getChunk()
+	if h.mem != nil {
+		h.mem.Charge(ChunkSize)
+		h.charged = true
+	}
 	n := copy(c[:], p)
 	o.incoming, o.inN = c, n
 	h.inflight = true
@@ -281,6 +309,7 @@ func (h *half) writeOut() {
 // take what arrived meanwhile, or forward the FIN.
 func (h *half) resume() {
 	h.inflight = false
+	h.uncharge()
 	if h.s.ended() || h.aborted {
 		return
 	}

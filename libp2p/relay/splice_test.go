@@ -79,7 +79,17 @@ type harness struct {
 	relayed            int
 	maxChunks, maxBufA int
 	maxOutB            int
+	memA, memB         countMeter // what each relay-side connection is charged for chunks
 }
+
+// countMeter records a connection's chunk charges.
+type countMeter struct{ used, max int }
+
+func (m *countMeter) Charge(n int) {
+	m.used += n
+	m.max = max(m.max, m.used)
+}
+func (m *countMeter) Release(n int) { m.used -= n }
 
 func noKeepalive() mux.Config { return mux.Config{KeepAliveInterval: -1} }
 
@@ -90,6 +100,7 @@ func newHarness(t testing.TB, limit int64) *harness {
 	}
 	h.sp = newSplice(limit, func(r string) { h.ended = append(h.ended, r) }, func(n int) { h.relayed += n })
 	h.sp.a.conn, h.sp.b.conn = h.ca, h.cb
+	h.sp.a.mem, h.sp.b.mem = &h.memA, &h.memB
 	h.srcEnd, h.dstEnd = &endpoint{}, &endpoint{}
 
 	cfgA := noKeepalive()
@@ -167,6 +178,9 @@ func (h *harness) done() {
 	h.t.Helper()
 	if n := chunksOut.Load(); n != 0 {
 		h.t.Fatalf("%d chunks still out", n)
+	}
+	if h.memA.used != 0 || h.memB.used != 0 {
+		h.t.Fatalf("chunk charges left: a %d, b %d", h.memA.used, h.memB.used)
 	}
 }
 
@@ -316,6 +330,11 @@ func TestSpliceSlowReader(t *testing.T) {
 	}
 	if h.maxChunks > 1 || h.maxBufA > mux.InitialWindow || h.maxOutB > mux.DefaultMaxOutput {
 		t.Fatalf("relay held %d chunks, %d B in a's buffer, %d B queued to b", h.maxChunks, h.maxBufA, h.maxOutB)
+	}
+	// The chunk in flight is charged to the source's connection (the one
+	// whose peer sent it), never to the destination's.
+	if h.memA.used != ChunkSize || h.memB.max != 0 {
+		t.Fatalf("charged: a %d, b at most %d", h.memA.used, h.memB.max)
 	}
 	// Resume: the reader drains in steps, the source is let through.
 	for range 10_000 {

@@ -39,7 +39,7 @@ func New(h *libp2p.Host, cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{svc: svc, host: h, now: svc.cfg.Now}
-	if err := h.Notify(libp2p.Notifiee{Closed: r.PeerConnClosed}); err != nil {
+	if err := h.Notify(libp2p.Notifiee{Closed: r.PeerConnClosed, KeepIdle: r.reserving}); err != nil {
 		return nil, err
 	}
 	if err := h.Handle(ProtoHop, r.serveHop); err != nil {

@@ -760,13 +760,16 @@ func (tr *testRelay) used(p peer.ID) int64 {
 // With the host's IdleTimeout, a connection that holds a reservation stays
 // open without streams; one that does not is closed.
 func TestReservationKeepsIdleConnection(t *testing.T) {
-	tr := startRelayWith(t, "/ip4/127.0.0.1/tcp/0/ws", libp2p.Config{IdleTimeout: 300 * time.Millisecond}, Config{}, nil)
-	reserving, idle := tr.dial(), tr.dial()
+	// Long enough for the reservation to be made within it under -race.
+	const idleTimeout = 2 * time.Second
+	tr := startRelayWith(t, "/ip4/127.0.0.1/tcp/0/ws", libp2p.Config{IdleTimeout: idleTimeout}, Config{}, nil)
+	reserving := tr.dial()
 	if _, err := reserving.reserve(); err != nil {
 		t.Fatal(err)
 	}
+	idle := tr.dial()
 	waitFor(t, "the idle connection closed", func() bool { return tr.host.Engine().OpenConns() == 1 })
-	time.Sleep(time.Second) // three more idle periods
+	time.Sleep(idleTimeout) // another idle period for the reserving one
 	if !reserving.pc.Do(func() {}) || tr.host.Engine().OpenConns() != 1 {
 		t.Fatal("the reserving connection was closed")
 	}

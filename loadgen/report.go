@@ -301,7 +301,8 @@ func writeCSV(w io.Writer, rep report) error {
 	return cw.Error()
 }
 
-// writeFiles writes the JSON, CSV and HTML reports that have a path.
+// writeFiles writes the JSON, CSV and HTML reports that have a path; "-"
+// is stdout.
 func writeFiles(rep report, jsonPath, csvPath, htmlPath string) error {
 	if htmlPath != "" && rep.Profiles != "" {
 		if rel, err := filepath.Rel(filepath.Dir(htmlPath), rep.Profiles); err == nil {
@@ -313,6 +314,12 @@ func writeFiles(rep report, jsonPath, csvPath, htmlPath string) error {
 		write func(io.Writer, report) error
 	}{{jsonPath, writeJSON}, {csvPath, writeCSV}, {htmlPath, writeHTML}} {
 		if out.path == "" {
+			continue
+		}
+		if out.path == "-" {
+			if err := out.write(os.Stdout, rep); err != nil {
+				return fmt.Errorf("stdout: %w", err)
+			}
 			continue
 		}
 		f, err := os.Create(out.path)

@@ -271,3 +271,48 @@ func TestAggregateHistograms(t *testing.T) {
 		t.Error("aggregate changed a run's histogram")
 	}
 }
+
+// The fixture's histograms (testdata/README.md) are behind its percentiles:
+// every percentile has its histogram, connect's holds every connection of
+// every run, and each percentile of the pooled runs lies within the runs'
+// own min–max (a percentile of a mixture lies between its parts').
+func TestFixtureHistograms(t *testing.T) {
+	rep, err := readReport("testdata/report.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Schema != 3 {
+		t.Errorf("fixture schema %d", rep.Schema)
+	}
+	n := 0
+	for _, r := range rep.Results {
+		if h := r.Hists["latency_us"]; r.Scenario == "connect" && (h == nil || h.TotalCount() != int64(r.Metrics["conns"])*int64(r.Runs)) {
+			t.Errorf("%s connect: latency histogram %v for %v connections × %d runs", r.Stack, h, r.Metrics["conns"], r.Runs)
+		}
+		for k := range r.Metrics {
+			base, q, unit, ok := parsePctMetric(k)
+			if !ok {
+				continue
+			}
+			h := r.Hists[histOf(base)]
+			if h == nil {
+				t.Errorf("%s/%s %s has no histogram", r.Stack, r.Scenario, k)
+				continue
+			}
+			n++
+			us := func(v float64) int64 {
+				if unit == pctMs {
+					v *= 1000
+				}
+				return int64(math.Round(v))
+			}
+			v, sp := pctValue(h, q, unit), r.Spread[k]
+			if (v < sp.Min && !h.ValuesAreEquivalent(us(v), us(sp.Min))) || (v > sp.Max && !h.ValuesAreEquivalent(us(v), us(sp.Max))) {
+				t.Errorf("%s/%s %s: %v from the pooled runs, outside the runs' %v–%v", r.Stack, r.Scenario, k, v, sp.Min, sp.Max)
+			}
+		}
+	}
+	if n < 50 {
+		t.Errorf("%d percentiles with histograms in the fixture", n)
+	}
+}

@@ -196,8 +196,9 @@ func (r *runner) dht() Result {
 	k := float64(done.Load())
 	m["requests"] = k
 	m["requests_per_sec"] = k / elapsed.Seconds()
-	m["latency_p50_us"] = float64(lat.ValueAtQuantile(50))
-	m["latency_p99_us"] = float64(lat.ValueAtQuantile(99))
+	latMu.Lock()
+	res.setPercentiles("latency", snapshot(lat), pctUs, 50, 99)
+	latMu.Unlock()
 	m["server_cpu_us_per_request"] = cpuPer(s4, s5, k, time.Microsecond)
 	if k > 0 {
 		m["closer_peers_per_reply"] = float64(closer.Load()) / k

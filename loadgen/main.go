@@ -6,6 +6,7 @@
 //	loadgen idle -target ADDR …   hold N idle connections and measure the server per connection
 //	loadgen demo                  an embedded engine and its own client in one process
 //	loadgen report FILE.json      re-render a recorded report (Markdown, -html, -csv)
+//	loadgen merge A.json B.json … combine the reports of generators that ran at once
 package main
 
 import (
@@ -37,8 +38,10 @@ func main() {
 		err = idle(args)
 	case "report":
 		err = renderCmd(args)
+	case "merge":
+		err = mergeCmd(args)
 	default:
-		err = fmt.Errorf("unknown command %q (want run, serve, idle, demo, report, or no command)", cmd)
+		err = fmt.Errorf("unknown command %q (want run, serve, idle, demo, report, merge, or no command)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)

@@ -44,9 +44,9 @@ type runFlags struct {
 func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.stacks, "stack", "all", "comma-separated stacks: ws+noise, ws+plaintext, wss+noise, wss+plaintext, ws, wss")
 	fs.StringVar(&f.scenarios, "scenario", "all", "comma-separated scenarios: "+strings.Join(scenarioNames, ", "))
-	fs.StringVar(&f.jsonPath, "json", "", "write the JSON report here (default: <profiles>/report.json)")
+	fs.StringVar(&f.jsonPath, "json", "", "write the JSON report here (default: <profiles>/report.json); - prints it alone on stdout, without the Markdown (a generator pod's log, for loadgen merge)")
 	fs.StringVar(&f.csvPath, "csv", "", "write the results as CSV here")
-	fs.StringVar(&f.htmlOut, "html", "", "write an HTML report with charts here (default: <profiles>/report.html)")
+	fs.StringVar(&f.htmlOut, "html", "", "write an HTML report with charts here (default: <profiles>/report.html; none with -json -)")
 	fs.StringVar(&f.profiles, "profiles", "", "directory for the reports and pprof profiles (default: profiles/<timestamp>); \"none\": the reports in profiles/<timestamp>, no profiles")
 	fs.BoolVar(&f.quick, "quick", false, "small counts and short durations (tests, smoke runs)")
 	fs.IntVar(&f.connectN, "connect-n", 0, "connections the connect scenario opens (default 400)")
@@ -151,8 +151,11 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	if metricsURL != "" {
 		p.SettleGCURL = strings.Replace(metricsURL, "/metrics", "/debug/pprof/heap?gc=1", 1)
 	}
-	// The reports always go to a directory; -profiles none only skips
-	// the pprof profiles.
+	// The reports go to a directory; -profiles none only skips the pprof
+	// profiles. With -json - the report is stdout: nothing is written
+	// unless asked for (profiles, -html, -csv), since a generator pod's
+	// root file system is read-only.
+	toStdout := rf.jsonPath == "-"
 	dir, profiles := rf.profiles, true
 	if dir == "none" {
 		dir, profiles = "", false
@@ -160,8 +163,10 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	if dir == "" {
 		dir = filepath.Join("profiles", time.Now().UTC().Format("20060102-150405"))
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+	if profiles || !toStdout {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
 	}
 	if profiles {
 		if metricsURL != "" {
@@ -258,7 +263,7 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	if rf.jsonPath == "" {
 		rf.jsonPath = filepath.Join(dir, "report.json")
 	}
-	if rf.htmlOut == "" {
+	if rf.htmlOut == "" && !toStdout {
 		rf.htmlOut = filepath.Join(dir, "report.html")
 	}
 	if profiles {
@@ -266,6 +271,11 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 			pprof.Lookup("heap").WriteTo(f, 0)
 			f.Close()
 		}
+	}
+	if toStdout {
+		// The JSON is the last thing written: nothing on stderr after it
+		// can be interleaved into it in a container's log.
+		return writeFiles(rep, rf.jsonPath, rf.csvPath, rf.htmlOut)
 	}
 	writeMarkdown(os.Stdout, rep)
 	if err := writeFiles(rep, rf.jsonPath, rf.csvPath, rf.htmlOut); err != nil {

@@ -16,7 +16,7 @@ func renderCmd(args []string) error {
 	plan.register(fs)
 	htmlOut := fs.String("html", "", "write the HTML report here")
 	csvOut := fs.String("csv", "", "write the CSV here")
-	jsonOut := fs.String("json", "", "write the JSON (schema 2, recomputed summary) here")
+	jsonOut := fs.String("json", "", "write the JSON (schema 3, recomputed summary) here; - prints it alone on stdout (no Markdown)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -30,8 +30,10 @@ func renderCmd(args []string) error {
 	rep.Schema = reportSchema
 	rep.NoiseCost = noiseCost(rep.Results)
 	rep.Capacity = computeCapacity(rep.Results, rep.Machine, plan)
-	if err := writeMarkdown(os.Stdout, rep); err != nil {
-		return err
+	if *jsonOut != "-" {
+		if err := writeMarkdown(os.Stdout, rep); err != nil {
+			return err
+		}
 	}
 	return writeFiles(rep, *jsonOut, *csvOut, *htmlOut)
 }

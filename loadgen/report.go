@@ -17,7 +17,9 @@ import (
 // reportSchema is the JSON document's version (README "loadgen JSON").
 // 2: metrics are medians over -repeat runs, with spread, runs, capacity,
 // method and parameters; null marks a figure that applies but is unknown.
-const reportSchema = 2
+// 3: results carry the HDR histograms behind their percentiles; a merged
+// report (loadgen merge) lists its generators.
+const reportSchema = 3
 
 // report is the whole run, the JSON document.
 type report struct {
@@ -34,6 +36,10 @@ type report struct {
 	NoiseCost  []noiseRatio `json:"noise_cost"`
 	Profiles   string       `json:"profiles,omitempty"` // the pprof profiles' directory, relative to the working directory
 	NotRun     []string     `json:"not_run,omitempty"`
+	// Generators are the inputs of a merged report, one row each
+	// (merge.go); Notes say what the merge could not vouch for.
+	Generators []generatorRow `json:"generators,omitempty"`
+	Notes      []string       `json:"notes,omitempty"`
 
 	profilesHref string // Profiles relative to the HTML report's folder
 }
@@ -238,14 +244,19 @@ func cell(r *Result, mi metricInfo) string {
 	return fmtStat(mi.unit, s)
 }
 
-// readReport loads a JSON report (schema 1 or 2).
+// readReport loads a JSON report (schema 1 to 3): a file loadgen wrote,
+// or a log that holds one (reportInLog).
 func readReport(path string) (report, error) {
 	var rep report
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return rep, err
 	}
-	if err := json.Unmarshal(b, &rep); err != nil {
+	doc, err := reportInLog(b)
+	if err != nil {
+		return rep, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := json.Unmarshal(doc, &rep); err != nil {
 		return rep, fmt.Errorf("%s: %w", path, err)
 	}
 	for i := range rep.Results {
@@ -301,7 +312,8 @@ func writeCSV(w io.Writer, rep report) error {
 	return cw.Error()
 }
 
-// writeFiles writes the JSON, CSV and HTML reports that have a path.
+// writeFiles writes the JSON, CSV and HTML reports that have a path; "-"
+// is stdout.
 func writeFiles(rep report, jsonPath, csvPath, htmlPath string) error {
 	if htmlPath != "" && rep.Profiles != "" {
 		if rel, err := filepath.Rel(filepath.Dir(htmlPath), rep.Profiles); err == nil {
@@ -313,6 +325,12 @@ func writeFiles(rep report, jsonPath, csvPath, htmlPath string) error {
 		write func(io.Writer, report) error
 	}{{jsonPath, writeJSON}, {csvPath, writeCSV}, {htmlPath, writeHTML}} {
 		if out.path == "" {
+			continue
+		}
+		if out.path == "-" {
+			if err := out.write(os.Stdout, rep); err != nil {
+				return fmt.Errorf("stdout: %w", err)
+			}
 			continue
 		}
 		f, err := os.Create(out.path)

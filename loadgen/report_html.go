@@ -342,6 +342,9 @@ func writeHTML(w io.Writer, rep report) error {
 	fmt.Fprintf(w, "<h1>swarmgate loadgen report</h1>\n<p class=meta>%s<br>Machine: %s<br>Method: %s.</p>\n",
 		html.EscapeString(runLine(rep)), html.EscapeString(machineLine(rep.Machine)), html.EscapeString(methodLine(rep)))
 	fmt.Fprint(w, "<nav><a href=#capacity>Capacity</a><a href=#connect>Connection set-up</a><a href=#memory>Memory</a><a href=#throughput>Throughput</a><a href=#latency>Messages and churn</a><a href=#noise>Cost of Noise</a><a href=#figures>All figures</a>")
+	if len(rep.Generators) > 0 {
+		fmt.Fprint(w, "<a href=#generators>Generators</a>")
+	}
 	if rep.Profiles != "" {
 		fmt.Fprint(w, "<a href=#profiles>Profiles</a>")
 	}
@@ -354,6 +357,7 @@ func writeHTML(w io.Writer, rep report) error {
 	writeLatencyHTML(w, rep)
 	writeNoiseHTML(w, rep)
 	writeTablesHTML(w, rep)
+	writeGeneratorsHTML(w, rep)
 	writeProfilesHTML(w, rep)
 	if len(rep.NotRun) > 0 {
 		fmt.Fprintf(w, "<p class=note>Not run: %s.</p>\n", html.EscapeString(strings.Join(rep.NotRun, "; ")))

@@ -191,6 +191,7 @@ func transportLabel(tr string) string {
 func writeMarkdown(w io.Writer, rep report) error {
 	fmt.Fprintf(w, "# swarmgate loadgen report\n\n")
 	fmt.Fprintf(w, "%s  \nMachine: %s  \nMethod: %s.\n\n", runLine(rep), machineLine(rep.Machine), methodLine(rep))
+	writeMergedMarkdown(w, rep)
 
 	writeCapacityMarkdown(w, rep)
 
@@ -225,6 +226,7 @@ func writeMarkdown(w io.Writer, rep report) error {
 		if sc == "connect" {
 			fmt.Fprintf(w, "\nPhases: – where a stack has none (raw WebSocket: no libp2p phases; Noise: yamux is negotiated inside the handshake).\n")
 		}
+		writeGeneratorRowsMarkdown(w, rep, sc)
 		fmt.Fprintln(w)
 	}
 
@@ -239,6 +241,7 @@ func writeMarkdown(w io.Writer, rep report) error {
 		}
 		fmt.Fprintln(w)
 	}
+	writeGeneratorsMarkdown(w, rep)
 	if len(rep.NotRun) > 0 {
 		fmt.Fprintf(w, "Not run: %s.\n\n", strings.Join(rep.NotRun, "; "))
 	}

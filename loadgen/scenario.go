@@ -30,6 +30,9 @@ type Result struct {
 	Spread   map[string]Spread `json:"spread,omitempty"`
 	Errors   int               `json:"errors"`
 	Note     string            `json:"note,omitempty"`
+	// Hists are the latency histograms behind the percentile metrics
+	// (hist.go), pooled over the runs.
+	Hists Histograms `json:"histograms,omitempty"`
 }
 
 // params sizes the scenarios; the defaults keep the whole matrix, three
@@ -91,12 +94,6 @@ type runner struct {
 	// the -repeat runs; the others run unprofiled, so the spread shows
 	// whether sampling at 100 Hz moved a figure).
 	profile bool
-}
-
-func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) } // µs, up to 60 s
-
-func ms(h *hdrhistogram.Histogram, q float64) float64 {
-	return float64(h.ValueAtQuantile(q)) / 1000
 }
 
 // measured runs f between two server samples and the generator's CPU.
@@ -291,11 +288,10 @@ func (r *runner) connect() Result {
 	m := res.Metrics
 	m["conns"] = n
 	m["conn_per_sec"] = n / elapsed.Seconds()
-	m["latency_p50_ms"], m["latency_p90_ms"] = ms(total, 50), ms(total, 90)
-	m["latency_p99_ms"], m["latency_p999_ms"] = ms(total, 99), ms(total, 99.9)
+	res.setPercentiles("latency", total, pctMs, 50, 90, 99, 99.9)
 	for name, h := range map[string]*hdrhistogram.Histogram{"tcp": tcp, "upgrade": up, "multistream": msel, "security": sec, "muxer": muxer} {
 		if h.TotalCount() > 0 {
-			m["phase_"+name+"_p50_ms"], m["phase_"+name+"_p99_ms"] = ms(h, 50), ms(h, 99)
+			res.setPercentiles("phase_"+name, h, pctMs, 50, 99)
 		}
 	}
 	m["server_cpu_us_per_conn"] = cpuPer(s0, s1, n, time.Microsecond)
@@ -536,9 +532,8 @@ func (r *runner) messages() Result {
 	m["conns"] = float64(len(conns))
 	m["msgs_per_sec"] = float64(count.Load()) / elapsed.Seconds()
 	mu.Lock()
-	for q, name := range map[float64]string{50: "rtt_p50_us", 90: "rtt_p90_us", 99: "rtt_p99_us", 99.9: "rtt_p999_us"} {
-		m[name] = float64(rtt.ValueAtQuantile(q))
-	}
+	// A snapshot: each stream's last echo may still land after stop.
+	res.setPercentiles("rtt", snapshot(rtt), pctUs, 50, 90, 99, 99.9)
 	mu.Unlock()
 	return res
 }

@@ -78,7 +78,10 @@ func (r *Result) get(name string) (s stat, ok bool) {
 	}
 	s = stat{Median: v, Min: v, Max: v, N: max(1, r.Runs), Known: true}
 	if sp, ok := r.Spread[name]; ok {
-		s.Min, s.Max, s.N = sp.Min, sp.Max, len(sp.Runs)
+		s.Min, s.Max = sp.Min, sp.Max
+		if sp.Runs != nil { // a merged report's spread lists no runs (merge.go)
+			s.N = len(sp.Runs)
+		}
 	}
 	return s, true
 }
@@ -99,7 +102,8 @@ func median(xs []float64) float64 {
 
 // aggregate folds the runs of one stack and scenario into one Result: each
 // metric's median and spread over the runs that measured it, errors summed,
-// distinct notes kept. A metric unknown in every run stays unknown.
+// distinct notes kept, histograms pooled. A metric unknown in every run
+// stays unknown.
 func aggregate(runs []Result) Result {
 	out := Result{Stack: runs[0].Stack, Scenario: runs[0].Scenario, Metrics: Metrics{}, Spread: map[string]Spread{}, Runs: len(runs)}
 	var names []string
@@ -118,6 +122,11 @@ func aggregate(runs []Result) Result {
 		}
 	}
 	out.Note = strings.Join(notes, "; ")
+	hists := make([]Histograms, len(runs))
+	for i, r := range runs {
+		hists[i] = r.Hists
+	}
+	out.Hists, _ = mergeHists(hists) // one shape: newHist
 	for _, k := range names {
 		var vals []float64
 		for _, r := range runs {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -149,6 +148,10 @@ func (r *runner) dht() Result {
 	// The first replies are checked against a brute-force sort of the
 	// light clients by XOR distance: the table must answer exactly.
 	bf := newBruteForce(servers)
+	// Alone: the table holds this generator's clients only (no other
+	// generator loads the server: every peer named must be ours).
+	tableSize := int(entries)
+	alone := tableSize == len(servers)
 	var checked, wrong atomic.Int64
 	lat := newHist()
 	var latMu sync.Mutex
@@ -165,7 +168,7 @@ func (r *runner) dht() Result {
 					if checked.Add(1) > dhtChecked {
 						return
 					}
-					if !bf.exact(key, self, reply) {
+					if !bf.exact(key, self, reply, alone, tableSize) {
 						wrong.Add(1)
 					}
 				}, onReply: func(d time.Duration, peers int) {
@@ -381,37 +384,49 @@ func newBruteForce(cs []dhtLight) *bruteForce {
 	return b
 }
 
-// exact reports whether reply's closer peers are the 20 clients closest to
-// SHA-256(key), the requester excluded, in any order.
-func (b *bruteForce) exact(key []byte, requester peer.ID, reply *pb.Message) bool {
+// exact reports whether reply's closer peers are the 20 peers closest to
+// SHA-256(key) among those the table holds, the requester excluded, in any
+// order. This generator knows only its own clients: when it is the
+// server's only one (alone: the table holds just them) the reply must be
+// exactly the 20 of them closest; when other generators' clients are in
+// the table too (a fleet-wide run, loadgen merge), the reply must still
+// hold 20 distinct peers (tableSize permitting), and every client of ours
+// closer to the key than the farthest peer named must be among them:
+// strangers are checked by their distance, computed from their IDs.
+func (b *bruteForce) exact(key []byte, requester peer.ID, reply *pb.Message, alone bool, tableSize int) bool {
 	target := sha256.Sum256(key)
-	idx := make([]int, 0, len(b.ids))
-	for i, id := range b.ids {
-		if id != string(requester) {
-			idx = append(idx, i)
+	dist := func(k [32]byte) [32]byte {
+		for j := range k {
+			k[j] ^= target[j]
 		}
+		return k
 	}
-	dist := func(i int) [32]byte {
-		var d [32]byte
-		for j := range d {
-			d[j] = b.keys[i][j] ^ target[j]
-		}
-		return d
+	own := make(map[string]bool, len(b.ids))
+	for _, id := range b.ids {
+		own[id] = true
 	}
-	slices.SortFunc(idx, func(x, y int) int {
-		dx, dy := dist(x), dist(y)
-		return bytes.Compare(dx[:], dy[:])
-	})
-	want := map[string]bool{}
-	for _, i := range idx[:min(20, len(idx))] {
-		want[b.ids[i]] = true
-	}
-	if len(reply.CloserPeers) != len(want) {
+	want := min(20, tableSize-1) // the requester is in the table too
+	if len(reply.CloserPeers) != want {
 		return false
 	}
+	var far [32]byte
+	seen := map[string]bool{}
 	for _, p := range reply.CloserPeers {
-		if !want[string(p.Id)] {
+		id := string(p.Id)
+		if seen[id] || id == string(requester) || (alone && !own[id]) {
 			return false
+		}
+		seen[id] = true
+		if d := dist(sha256.Sum256(p.Id)); bytes.Compare(d[:], far[:]) > 0 {
+			far = d
+		}
+	}
+	for i, id := range b.ids {
+		if id == string(requester) || seen[id] {
+			continue
+		}
+		if d := dist(b.keys[i]); bytes.Compare(d[:], far[:]) < 0 {
+			return false // a closer client of ours was left out
 		}
 	}
 	return true

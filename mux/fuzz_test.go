@@ -75,10 +75,15 @@ func FuzzSession(f *testing.F) {
 	f.Add([]byte{5, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, 0, 0, 0, 0, 3, 0, 1, 0, 1, 2, 3, 4, 0})
 	f.Fuzz(func(t *testing.T, script []byte) {
 		var streams []*Stream
+		// A tight connection share (two initial windows and a little):
+		// buffers and queues are charged, refused, withheld and promised
+		// against it; every charge must come back at Free.
+		m := &testMeter{limit: 2*InitialWindow + 8<<10}
 		cfg := Config{
 			MaxStreams: 4, AcceptBacklog: 2, MaxRefusedStreams: 8,
 			MaxOutput: 4096, MaxControlOutput: 1024, MaxFramePayload: 1000,
 			MaxWindow: 1 << 20, MaxWindowGrowth: 1 << 20,
+			Memory: m, HeldDataTimeout: time.Second,
 			OnStream: func(st *Stream) { streams = append(streams, st) },
 		}
 		s := NewServer(cfg, t0)
@@ -162,6 +167,12 @@ func FuzzSession(f *testing.F) {
 				}
 			}
 			checkInvariants(t, s)
+		}
+		s.Close(CodeNormal)
+		s.AppendOutput(nil, 0)
+		s.Free()
+		if m.used != 0 {
+			t.Fatalf("%d bytes still charged after Free", m.used)
 		}
 	})
 }

@@ -155,6 +155,10 @@ func (pc *PeerConn) failure(err error) error {
 	case errors.As(err, &me):
 		token = "yamux_" + me.Reason
 		pc.countGoAway(me.Remote, me.Code)
+	case errors.Is(err, mux.ErrKeepAliveTimeout):
+		// The peer did not answer a ping in time: gone, or stuck
+		// sending a frame that never completes.
+		token = "yamux_keepalive_timeout"
 	}
 	return &ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: token}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/binary"
+	"fmt"
 	"math/big"
 	"math/rand/v2"
 	"testing"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/flynn/noise"
 	"github.com/gorilla/websocket"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	cryptopb "github.com/libp2p/go-libp2p/core/crypto/pb"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify/pb"
 	noisepb "github.com/libp2p/go-libp2p/p2p/security/noise/pb"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
@@ -21,6 +24,7 @@ import (
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/internal/testutil"
+	"github.com/swarmgate/swarmgate/internal/wire"
 	"github.com/swarmgate/swarmgate/multistream"
 	"github.com/swarmgate/swarmgate/mux"
 	"github.com/swarmgate/swarmgate/security"
@@ -725,4 +729,55 @@ func TestAttackHeaderBodyNeverComes(t *testing.T) {
 		})
 	}
 	testutil.WaitFor(t, 5*time.Second, func() bool { return srv.Engine().Memory().Used() == 0 })
+}
+
+// hostileIdentify answers identify with MaxIdentifyMessage-sized messages
+// (as many as a response may have) full of short protocol ids and listen
+// addresses: merged, as identify merges them, 6,809 protocols and 4,090
+// addresses.
+func hostileIdentify(pc *PeerConn, st *mux.Stream) mux.Handler {
+	key, _ := crypto.MarshalPublicKey(pc.Host().Key().GetPublic())
+	var out []byte
+	for i := range maxIdentifyMessages {
+		m := &pb.Identify{}
+		if i == 0 {
+			m.PublicKey = key
+		}
+		for j := 0; ; j++ {
+			if i%2 == 0 {
+				m.Protocols = append(m.Protocols, fmt.Sprintf("/%03x", (i*2000+j)%4096))
+			} else {
+				m.ListenAddrs = append(m.ListenAddrs, ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/1", i, j/256, j%256)).Bytes())
+			}
+			if proto.Size(m) > MaxIdentifyMessage-16 {
+				break
+			}
+		}
+		b, _ := proto.Marshal(m)
+		out = wire.AppendDelimited(out, b)
+	}
+	st.Write(out)
+	st.CloseWrite()
+	return &mux.Funcs{}
+}
+
+// go-libp2p PR #3501: identify responses merge, and merging appends the
+// repeated fields, so ten 8 KiB messages of short ids would make our
+// identify client keep thousands of protocols and addresses from one
+// peer. It keeps at most MaxIdentifyProtocols and MaxIdentifyAddrs.
+func TestAttackIdentifyListFlood(t *testing.T) {
+	srv, addr := startHost(t, Config{})
+	srv.Handle(ProtoIdentify, hostileIdentify)
+	pc := dialHost(t, srv, addr, DialOptions{})
+	m, err := identifyOver(t, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kept %d protocols and %d listen addresses", len(m.Protocols), len(m.ListenAddrs))
+	if len(m.Protocols) != MaxIdentifyProtocols || len(m.ListenAddrs) != MaxIdentifyAddrs {
+		t.Fatalf("kept %d protocols and %d addresses", len(m.Protocols), len(m.ListenAddrs))
+	}
+	if m.Protocols[0] != "/000" || string(m.ListenAddrs[0]) != string(ma.StringCast("/ip4/10.1.0.0/tcp/1").Bytes()) {
+		t.Fatalf("not the first ones: %q", m.Protocols[0])
+	}
 }

@@ -781,3 +781,30 @@ func TestAttackIdentifyListFlood(t *testing.T) {
 		t.Fatalf("not the first ones: %q", m.Protocols[0])
 	}
 }
+
+// Review item 5: the stream negotiator's answers go out whole and in
+// order even when the session's output queue takes a few bytes at a time
+// (MaxOutput 24: twelve bytes of payload per frame). Twenty streams
+// proposed at once each get the whole multistream answer, then their
+// echo, byte-exact; none stalls.
+func TestNegotiationAnswerWaitsForOutput(t *testing.T) {
+	srv, addr := startHost(t, Config{Mux: mux.Config{MaxOutput: 24}})
+	p := dialRaw(t, addr, nil)
+	p.keepData = true
+	p.startReader()
+	var frames [][]byte
+	for i := range 20 {
+		frames = append(frames, openStream(uint32(2*i+1), ProtoEcho, []byte(fmt.Sprintf("stream %d", i))))
+	}
+	if err := p.send(frames...); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		want := append(propose(ProtoEcho), fmt.Sprintf("stream %d", i)...)
+		testutil.WaitFor(t, 10*time.Second, func() bool { return p.stream(uint32(2*i+1)).got >= len(want) })
+		if got := p.stream(uint32(2*i + 1)).data; !bytes.Equal(got, want) {
+			t.Fatalf("stream %d got %q, want %q", i, got, want)
+		}
+	}
+	newGoodClient(t, srv, addr).echo(4 << 10)
+}

@@ -40,6 +40,7 @@ type rawPeer struct {
 	pings       int  // pings the server sent us
 	goaway      int  // the GoAway code the server sent, -1 for none
 	answerPings bool // answer the server's pings (keepalive; set by dialRaw)
+	keepData    bool // keep the data of every stream (rawStream.data)
 	ended       error
 	done        chan struct{} // closed when the reader stops
 }
@@ -47,6 +48,7 @@ type rawPeer struct {
 // rawStream is what the reader saw of one stream.
 type rawStream struct {
 	got    int    // data bytes received
+	data   []byte // the bytes themselves, with rawPeer.keepData
 	window uint32 // send credit the server granted beyond the initial window
 	acked  bool
 	fin    bool
@@ -254,6 +256,9 @@ func (p *rawPeer) parse(b []byte) []byte {
 			st.rst = st.rst || h.Flags&mux.FlagRST != 0
 			if h.Type == mux.TypeData {
 				st.got += int(h.Length)
+				if p.keepData {
+					st.data = append(st.data, b[:h.Length]...)
+				}
 				b = b[h.Length:]
 			} else if h.Flags&mux.FlagRST == 0 {
 				st.window += h.Length
@@ -272,7 +277,9 @@ func (p *rawPeer) stream(id uint32) rawStream {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if st := p.streams[id]; st != nil {
-		return *st
+		c := *st
+		c.data = append([]byte(nil), st.data...)
+		return c
 	}
 	return rawStream{}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/big"
 	"math/rand/v2"
@@ -57,15 +58,68 @@ func newGoodClient(t *testing.T, srv *Host, addr ma.Multiaddr) *goodClient {
 	return &goodClient{t: t, pc: dialHost(t, srv, addr, DialOptions{}), rng: rand.New(rand.NewPCG(1, 2))}
 }
 
-// echo sends n random bytes on a new echo stream and checks that the same
-// bytes come back.
-func (g *goodClient) echo(n int) {
-	g.t.Helper()
+// random is n bytes of the client's random stream.
+func (g *goodClient) random(n int) []byte {
 	data := make([]byte, n)
 	for i := range data {
 		data[i] = byte(g.rng.Uint32())
 	}
-	echoOver(g.t, g.pc, data)
+	return data
+}
+
+// echo sends n random bytes on a new echo stream and checks that the same
+// bytes come back.
+func (g *goodClient) echo(n int) {
+	g.t.Helper()
+	if err := echoData(g.pc, g.random(n)); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+// echoData writes data on a new echo stream as the window allows, from
+// outside the engine, and checks that the same bytes come back; unlike
+// echoOver it may run on any goroutine.
+func echoData(pc *PeerConn, data []byte) error {
+	col := &collector{done: make(chan error, 1)}
+	var st *mux.Stream
+	var err error
+	if !pc.Do(func() { st, err = pc.OpenStream(ProtoEcho, col) }) {
+		return errors.New("connection closed")
+	}
+	for err == mux.ErrWouldBlock {
+		time.Sleep(time.Millisecond)
+		pc.Do(func() { st, err = pc.OpenStream(ProtoEcho, col) })
+	}
+	if err != nil {
+		return err
+	}
+	rest := data
+	deadline := time.Now().Add(20 * time.Second)
+	for len(rest) > 0 {
+		pc.Do(func() {
+			n, _ := st.Write(rest)
+			rest = rest[n:]
+		})
+		if time.Now().After(deadline) {
+			return fmt.Errorf("stuck with %d bytes unwritten", len(rest))
+		}
+		if len(rest) > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	pc.Do(func() { st.CloseWrite() })
+	select {
+	case err := <-col.done:
+		if err != nil {
+			return err
+		}
+	case <-time.After(20 * time.Second):
+		return fmt.Errorf("echo incomplete: %d of %d bytes", len(col.got), len(data))
+	}
+	if !bytes.Equal(col.got, data) {
+		return fmt.Errorf("echo differs: %d bytes back of %d", len(col.got), len(data))
+	}
+	return nil
 }
 
 // whileAttack runs attack in the background and echoes with the good

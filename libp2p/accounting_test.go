@@ -14,6 +14,7 @@ import (
 
 	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/internal/adversary"
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/mux"
@@ -87,10 +88,10 @@ func TestAccountingReturnsToZero(t *testing.T) {
 
 	// Attacks, one identity across several connections.
 	key, _, _ := crypto.GenerateEd25519Key(nil)
-	var raws []*rawPeer
+	var raws []*adversary.Peer
 	for i := range 3 {
-		p := dialRaw(t, addr, key)
-		p.startReader()
+		p := adversary.Dial(t, addr, key)
+		p.StartReader()
 		raws = append(raws, p)
 		switch i {
 		case 0: // streams filled and held, then reset for held data
@@ -98,24 +99,24 @@ func TestAccountingReturnsToZero(t *testing.T) {
 		case 1: // open and reset, abandoned negotiations
 			var frames [][]byte
 			for id := uint32(1); id < 2000; id += 2 {
-				frames = append(frames, openStream(id, ProtoEcho, []byte("x")), yframe(mux.TypeWindowUpdate, mux.FlagRST, id, 0, nil))
+				frames = append(frames, adversary.OpenStream(id, ProtoEcho, []byte("x")), adversary.Frame(mux.TypeWindowUpdate, mux.FlagRST, id, 0, nil))
 			}
 			for id := uint32(2001); id < 2200; id += 2 {
-				frames = append(frames, ydata(mux.FlagSYN, id, []byte{0x13}))
+				frames = append(frames, adversary.Data(mux.FlagSYN, id, []byte{0x13}))
 			}
-			p.send(frames...)
+			p.Send(frames...)
 		case 2: // a Noise frame left half sent
-			p.writeRaw(append([]byte{0xff, 0xff}, make([]byte, 3000)...))
+			p.WriteRaw(append([]byte{0xff, 0xff}, make([]byte, 3000)...))
 		}
 	}
-	overflow := dialRaw(t, addr, nil) // a protocol violation
-	overflow.startReader()
-	overflow.send(openStream(1, ProtoEcho, nil), yframe(mux.TypeWindowUpdate, 0, 1, 1<<32-1, nil))
-	flood := dialRaw(t, addr, nil) // reads nothing, floods new streams
+	overflow := adversary.Dial(t, addr, nil) // a protocol violation
+	overflow.StartReader()
+	overflow.Send(adversary.OpenStream(1, ProtoEcho, nil), adversary.Frame(mux.TypeWindowUpdate, 0, 1, 1<<32-1, nil))
+	flood := adversary.Dial(t, addr, nil) // reads nothing, floods new streams
 	go floodNewStreams(flood, 200)
 	// Stalled in the upgrade, over both transports.
-	stalled := wsDialRaw(t, addr)
-	stalled.WriteMessage(websocket.BinaryMessage, append(propose(ProtoNoise), 0x01)) // Noise, one byte of a length
+	stalled := adversary.DialWS(t, addr)
+	stalled.WriteMessage(websocket.BinaryMessage, append(adversary.Propose(ProtoNoise), 0x01)) // Noise, one byte of a length
 	td := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
 	stalledTLS, _, err := td.Dial("wss://"+testutil.HostPort(t, tlsAddr)+"/", nil)
 	if err != nil {
@@ -124,7 +125,7 @@ func TestAccountingReturnsToZero(t *testing.T) {
 	stalledTLS.WriteMessage(websocket.BinaryMessage, []byte{0x13, '/', 'm'})
 
 	wg.Wait()
-	overflow.waitEnd(5 * time.Second)
+	overflow.WaitEnd(5 * time.Second)
 	time.Sleep(300 * time.Millisecond) // the attacks under way
 	busy := testutil.Gather(t, reg)
 	t.Logf("under attack: %v bytes charged, %v inbound streams, %v peers, %v connections admitted",
@@ -135,7 +136,7 @@ func TestAccountingReturnsToZero(t *testing.T) {
 
 	// Everyone leaves.
 	for _, p := range append(raws, overflow, flood) {
-		p.wc.Close()
+		p.WS.Close()
 	}
 	stalled.Close()
 	stalledTLS.Close()

@@ -23,6 +23,7 @@ import (
 
 	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/internal/adversary"
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/internal/wire"
@@ -151,14 +152,14 @@ func resetCount(t testing.TB, h *Host, reason string) float64 {
 // on every stream all the window the server granted since: a peer that
 // obeys flow control to the byte and never grants any window back, so
 // every echo stalls and every byte it may send is held.
-func fillEchoStreams(p *rawPeer, streams, rounds int) {
-	chunk := make([]byte, mux.InitialWindow-len(propose(ProtoEcho)))
+func fillEchoStreams(p *adversary.Peer, streams, rounds int) {
+	chunk := make([]byte, mux.InitialWindow-len(adversary.Propose(ProtoEcho)))
 	for i := 0; i < streams; i += 4 {
 		var frames [][]byte
 		for j := i; j < min(i+4, streams); j++ {
-			frames = append(frames, openStream(uint32(2*j+1), ProtoEcho, chunk))
+			frames = append(frames, adversary.OpenStream(uint32(2*j+1), ProtoEcho, chunk))
 		}
-		if p.send(frames...) != nil {
+		if p.Send(frames...) != nil {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -169,12 +170,12 @@ func fillEchoStreams(p *rawPeer, streams, rounds int) {
 		var frames [][]byte
 		for i := range streams {
 			id := uint32(2*i + 1)
-			if more := p.stream(id).window - sent[id]; more > 0 {
-				frames = append(frames, ydata(0, id, make([]byte, more)))
+			if more := p.Stream(id).Window - sent[id]; more > 0 {
+				frames = append(frames, adversary.Data(0, id, make([]byte, more)))
 				sent[id] += more
 			}
 		}
-		if p.send(frames...) != nil {
+		if p.Send(frames...) != nil {
 			return
 		}
 	}
@@ -184,11 +185,11 @@ func fillEchoStreams(p *rawPeer, streams, rounds int) {
 // one after another until the server ends the connection or n were sent,
 // and returns the bytes sent: every one within the flow control yamux
 // allows, and none of it read back.
-func floodNewStreams(p *rawPeer, n int) int {
-	chunk := make([]byte, mux.InitialWindow-len(propose(ProtoEcho)))
+func floodNewStreams(p *adversary.Peer, n int) int {
+	chunk := make([]byte, mux.InitialWindow-len(adversary.Propose(ProtoEcho)))
 	sent := 0
 	for i := range n {
-		if p.send(openStream(uint32(2*i+1), ProtoEcho, chunk)) != nil {
+		if p.Send(adversary.OpenStream(uint32(2*i+1), ProtoEcho, chunk)) != nil {
 			break
 		}
 		sent += mux.InitialWindow
@@ -211,15 +212,15 @@ func TestAttackEchoStreamsNeverRead(t *testing.T) {
 		Mux: mux.Config{HeldDataTimeout: held}})
 	good := newGoodClient(t, srv, addr)
 	good.echo(256 << 10)
-	var peers []*rawPeer
+	var peers []*adversary.Peer
 	var pcs []*PeerConn
 	for i := range 3 {
-		p := dialRaw(t, addr, nil)
+		p := adversary.Dial(t, addr, nil)
 		if i < 2 {
-			p.startReader()
+			p.StartReader()
 		}
-		testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.id) != nil })
-		peers, pcs = append(peers, p), append(pcs, serverConn(srv, p.id))
+		testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.ID) != nil })
+		peers, pcs = append(peers, p), append(pcs, serverConn(srv, p.ID))
 	}
 	m := meterPeaks(srv, pcs...)
 	var flooded int
@@ -252,7 +253,7 @@ func TestAttackEchoStreamsNeverRead(t *testing.T) {
 	}
 	// The non-reader is cut once it has its share and more sent ahead (or
 	// a flush has waited WriteTimeout for it).
-	testutil.WaitFor(t, 10*time.Second, func() bool { return serverConn(srv, peers[2].id) == nil })
+	testutil.WaitFor(t, 10*time.Second, func() bool { return serverConn(srv, peers[2].ID) == nil })
 	if n := failureCount(t, srv, "write_timeout") + failureCount(t, srv, "inbound_flood"); n != 1 {
 		t.Errorf("%v connections cut, want the non-reader's", n)
 	}
@@ -266,8 +267,9 @@ func TestAttackEchoStreamsNeverRead(t *testing.T) {
 	}
 	for _, p := range peers[:2] {
 		select {
-		case <-p.done:
-			t.Fatalf("a reader was disconnected: %v", p.ended)
+		case <-p.Done():
+			_, err := p.Ended()
+			t.Fatalf("a reader was disconnected: %v", err)
 		default:
 		}
 	}
@@ -276,12 +278,12 @@ func TestAttackEchoStreamsNeverRead(t *testing.T) {
 
 // attacker dials a raw peer whose reader runs and returns it with the
 // server's side of its connection.
-func attacker(t *testing.T, srv *Host, addr ma.Multiaddr) (*rawPeer, *PeerConn) {
+func attacker(t *testing.T, srv *Host, addr ma.Multiaddr) (*adversary.Peer, *PeerConn) {
 	t.Helper()
-	p := dialRaw(t, addr, nil)
-	p.startReader()
-	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.id) != nil })
-	return p, serverConn(srv, p.id)
+	p := adversary.Dial(t, addr, nil)
+	p.StartReader()
+	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.ID) != nil })
+	return p, serverConn(srv, p.ID)
 }
 
 // goawaySent reads swarmgate_yamux_goaway_total{dir=sent,code}.
@@ -293,14 +295,12 @@ func goawaySent(t testing.TB, h *Host, code string) float64 {
 // yamux protocol violation: GoAway(protocol error) to the peer, WebSocket
 // close 1008, counted under yamux_<reason> and as a GoAway sent (n times
 // so far on this server).
-func expectProtocolError(t *testing.T, srv *Host, p *rawPeer, reason string, n float64) {
+func expectProtocolError(t *testing.T, srv *Host, p *adversary.Peer, reason string, n float64) {
 	t.Helper()
-	if code := closeCode(p.waitEnd(5 * time.Second)); code != 1008 {
+	if code := adversary.CloseCode(p.WaitEnd(5 * time.Second)); code != 1008 {
 		t.Fatalf("closed with %d, want 1008", code)
 	}
-	p.mu.Lock()
-	ga := p.goaway
-	p.mu.Unlock()
+	ga := p.GoAway()
 	if ga != int(mux.CodeProtocolError) {
 		t.Fatalf("GoAway code %d, want protocol error", ga)
 	}
@@ -321,7 +321,7 @@ func TestAttackWindowUpdateOverflow(t *testing.T) {
 	good := newGoodClient(t, srv, addr)
 	// The stream's send window once the server has answered the proposal
 	// and echoed "x": the initial window less those bytes.
-	left := uint32(mux.InitialWindow - len(propose(ProtoEcho)) - 1)
+	left := uint32(mux.InitialWindow - len(adversary.Propose(ProtoEcho)) - 1)
 	cases := []struct {
 		name    string
 		updates []uint32
@@ -335,18 +335,18 @@ func TestAttackWindowUpdateOverflow(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p, pc := attacker(t, srv, addr)
-			frames := [][]byte{openStream(1, ProtoEcho, []byte("x"))}
+			frames := [][]byte{adversary.OpenStream(1, ProtoEcho, []byte("x"))}
 			for _, u := range c.updates {
-				frames = append(frames, yframe(mux.TypeWindowUpdate, 0, 1, u, nil))
+				frames = append(frames, adversary.Frame(mux.TypeWindowUpdate, 0, 1, u, nil))
 			}
 			if c.exact {
 				// Accepted, and the stream still echoes.
-				p.send(frames[:2]...)
-				p.send(ydata(0, 1, []byte("y")))
-				testutil.WaitFor(t, 5*time.Second, func() bool { return p.stream(1).got == len(propose(ProtoEcho))+2 })
+				p.Send(frames[:2]...)
+				p.Send(adversary.Data(0, 1, []byte("y")))
+				testutil.WaitFor(t, 5*time.Second, func() bool { return p.Stream(1).Got == len(adversary.Propose(ProtoEcho))+2 })
 				frames = frames[2:]
 			}
-			p.send(frames...)
+			p.Send(frames...)
 			expectProtocolError(t, srv, p, "window_overflow", float64(i+1))
 			if connUsed(pc) != 0 {
 				t.Fatalf("%d bytes held after the end", connUsed(pc))
@@ -365,26 +365,26 @@ func TestAttackWindowUpdateOverflow(t *testing.T) {
 func TestAttackSYNPastInitialWindow(t *testing.T) {
 	srv, addr := startHost(t, Config{})
 	good := newGoodClient(t, srv, addr)
-	fill := make([]byte, mux.InitialWindow-len(propose(ProtoEcho)))
+	fill := make([]byte, mux.InitialWindow-len(adversary.Propose(ProtoEcho)))
 	cases := []struct {
 		name   string
-		attack func(p *rawPeer)
+		attack func(p *adversary.Peer)
 	}{
-		{"one byte past", func(p *rawPeer) {
-			p.send(ydata(mux.FlagSYN, 1, make([]byte, mux.InitialWindow+1)))
+		{"one byte past", func(p *adversary.Peer) {
+			p.Send(adversary.Data(mux.FlagSYN, 1, make([]byte, mux.InitialWindow+1)))
 		}},
-		{"4 GiB declared, 100 bytes sent", func(p *rawPeer) {
-			p.send(yframe(mux.TypeData, mux.FlagSYN, 1, 1<<32-1, make([]byte, 100)))
+		{"4 GiB declared, 100 bytes sent", func(p *adversary.Peer) {
+			p.Send(adversary.Frame(mux.TypeData, mux.FlagSYN, 1, 1<<32-1, make([]byte, 100)))
 		}},
-		{"window used up, then one more byte", func(p *rawPeer) {
+		{"window used up, then one more byte", func(p *adversary.Peer) {
 			// The echo takes the first window and grants it again;
 			// we grant nothing back, so it holds the second; the
 			// byte after that is past every credit.
-			p.send(openStream(1, ProtoEcho, fill))
-			testutil.WaitFor(t, 5*time.Second, func() bool { return p.stream(1).window > 0 })
+			p.Send(adversary.OpenStream(1, ProtoEcho, fill))
+			testutil.WaitFor(t, 5*time.Second, func() bool { return p.Stream(1).Window > 0 })
 			time.Sleep(50 * time.Millisecond) // every update in
-			p.send(ydata(0, 1, make([]byte, p.stream(1).window)))
-			p.send(ydata(0, 1, []byte{1}))
+			p.Send(adversary.Data(0, 1, make([]byte, p.Stream(1).Window)))
+			p.Send(adversary.Data(0, 1, []byte{1}))
 		}},
 	}
 	for i, c := range cases {
@@ -400,10 +400,10 @@ func TestAttackSYNPastInitialWindow(t *testing.T) {
 	}
 	// Exactly the window on a SYN: served whole.
 	p, _ := attacker(t, srv, addr)
-	if err := p.send(openStream(1, ProtoEcho, fill)); err != nil {
+	if err := p.Send(adversary.OpenStream(1, ProtoEcho, fill)); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 5*time.Second, func() bool { return p.stream(1).got == mux.InitialWindow })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return p.Stream(1).Got == mux.InitialWindow })
 	testutil.WaitFor(t, 5*time.Second, func() bool { return srv.Engine().Memory().Used() == 0 })
 }
 
@@ -421,7 +421,7 @@ func TestAttackOversizedMultistreamVarint(t *testing.T) {
 		{0x81, 0x08},                   // 1025: one past the limit
 		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // 2^64-1, ten varint bytes
 	} {
-		wc := wsDialRaw(t, addr)
+		wc := adversary.DialWS(t, addr)
 		start := time.Now()
 		wc.WriteMessage(2, prefix)
 		wc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -429,7 +429,7 @@ func TestAttackOversizedMultistreamVarint(t *testing.T) {
 		for err == nil {
 			_, _, err = wc.ReadMessage() // our multistream header comes first
 		}
-		if closeCode(err) != 1008 || time.Since(start) > time.Second {
+		if adversary.CloseCode(err) != 1008 || time.Since(start) > time.Second {
 			t.Fatalf("prefix % x: %v after %v", prefix, err, time.Since(start))
 		}
 		if n := testutil.Gather(t, regOf(srv))["swarmgate_libp2p_upgrades_total{result=ms_too_large}"]; n != float64(i+1) {
@@ -437,13 +437,13 @@ func TestAttackOversizedMultistreamVarint(t *testing.T) {
 		}
 	}
 	p, pc := attacker(t, srv, addr)
-	p.send(ydata(mux.FlagSYN, 1, []byte{0xff, 0xff, 0xff, 0xff, 0x0f}))
-	testutil.WaitFor(t, 5*time.Second, func() bool { return p.stream(1).rst })
+	p.Send(adversary.Data(mux.FlagSYN, 1, []byte{0xff, 0xff, 0xff, 0xff, 0x0f}))
+	testutil.WaitFor(t, 5*time.Second, func() bool { return p.Stream(1).RST })
 	if n := resetCount(t, srv, resetNegotiationFailed); n != 1 {
 		t.Fatalf("negotiation_failed counted %v times", n)
 	}
-	p.send(openStream(3, ProtoEcho, []byte("still here")))
-	testutil.WaitFor(t, 5*time.Second, func() bool { return p.stream(3).got == len(propose(ProtoEcho))+10 })
+	p.Send(adversary.OpenStream(3, ProtoEcho, []byte("still here")))
+	testutil.WaitFor(t, 5*time.Second, func() bool { return p.Stream(3).Got == len(adversary.Propose(ProtoEcho))+10 })
 	if connUsed(pc) != 0 {
 		t.Fatalf("%d bytes held", connUsed(pc))
 	}
@@ -474,10 +474,10 @@ func TestAttackStreamFlood(t *testing.T) {
 		for range 20 {
 			var frames [][]byte
 			for range 1000 {
-				frames = append(frames, openStream(id, ProtoEcho, []byte("hello")), yframe(mux.TypeWindowUpdate, mux.FlagRST, id, 0, nil))
+				frames = append(frames, adversary.OpenStream(id, ProtoEcho, []byte("hello")), adversary.Frame(mux.TypeWindowUpdate, mux.FlagRST, id, 0, nil))
 				id += 2
 			}
-			if err := p.send(frames...); err != nil {
+			if err := p.Send(frames...); err != nil {
 				t.Errorf("connection ended during the open-reset flood: %v", err)
 				return
 			}
@@ -493,18 +493,19 @@ func TestAttackStreamFlood(t *testing.T) {
 		t.Fatalf("peak %v streams, %d bytes", peakStreams, peakUsed)
 	}
 	select {
-	case <-p.done:
-		t.Fatalf("disconnected: %v", p.ended)
+	case <-p.Done():
+		_, err := p.Ended()
+		t.Fatalf("disconnected: %v", err)
 	default:
 	}
 
 	// Abandoned mid-negotiation: counted, then reset at the deadline.
 	var frames [][]byte
 	for range admission.DefaultMaxPeerStreams + 10 {
-		frames = append(frames, ydata(mux.FlagSYN, id, []byte{0x13, '/'})) // half a multistream header
+		frames = append(frames, adversary.Data(mux.FlagSYN, id, []byte{0x13, '/'})) // half a multistream header
 		id += 2
 	}
-	p.send(frames...)
+	p.Send(frames...)
 	testutil.WaitFor(t, 5*time.Second, func() bool { return resetCount(t, srv, "peer_streams") == 10 })
 	if s, _ := adm(); s != admission.DefaultMaxPeerStreams {
 		t.Fatalf("%v streams counted, want the peer's limit", s)
@@ -518,17 +519,17 @@ func TestAttackStreamFlood(t *testing.T) {
 	// Past the limit, SYN after SYN: refused, then the session ends.
 	frames = frames[:0]
 	for range admission.DefaultMaxPeerStreams {
-		frames = append(frames, yframe(mux.TypeWindowUpdate, mux.FlagSYN, id, 0, nil))
+		frames = append(frames, adversary.Frame(mux.TypeWindowUpdate, mux.FlagSYN, id, 0, nil))
 		id += 2
 	}
-	p.send(frames...)
+	p.Send(frames...)
 	testutil.WaitFor(t, 5*time.Second, func() bool { s, _ := adm(); return s == admission.DefaultMaxPeerStreams })
 	frames = frames[:0]
 	for range mux.DefaultMaxRefusedStreams + 1 {
-		frames = append(frames, yframe(mux.TypeWindowUpdate, mux.FlagSYN, id, 0, nil))
+		frames = append(frames, adversary.Frame(mux.TypeWindowUpdate, mux.FlagSYN, id, 0, nil))
 		id += 2
 	}
-	p.send(frames...)
+	p.Send(frames...)
 	expectProtocolError(t, srv, p, "stream_open_flood", 1)
 	testutil.WaitFor(t, 5*time.Second, func() bool { s, u := adm(); return s == 0 && u == 0 })
 	good.echo(64 << 10)
@@ -540,7 +541,7 @@ func TestAttackStreamFlood(t *testing.T) {
 // WebSocket to read the server's verdict from.
 func noiseWithPayload(t *testing.T, addr ma.Multiaddr, payload func(static []byte) []byte) *websocket.Conn {
 	t.Helper()
-	wc := wsDialRaw(t, addr)
+	wc := adversary.DialWS(t, addr)
 	d, _ := multistream.NewDialer(ProtoNoise)
 	wc.WriteMessage(websocket.BinaryMessage, d.Start(nil))
 	var in []byte
@@ -627,7 +628,7 @@ func TestAttackHugeRSAKey(t *testing.T) {
 		}
 		took := time.Since(start)
 		t.Logf("RSA-%d identity (%d-byte payload): closed %v after message 3 (%v)", bits, len(payload), took.Round(time.Microsecond), err)
-		if closeCode(err) != 1008 || took > time.Second {
+		if adversary.CloseCode(err) != 1008 || took > time.Second {
 			t.Fatalf("RSA-%d: %v after %v", bits, err, took)
 		}
 		if n := failureCount(t, srv, "noise_rsa_too_large"); n != float64(i+1) {
@@ -649,9 +650,9 @@ func TestAttackStopReadingProvokeReplies(t *testing.T) {
 	const writeTimeout = 2 * time.Second
 	srv, addr := startHost(t, Config{Engine: engine.Config{Tick: 20 * time.Millisecond, WriteTimeout: writeTimeout}})
 	good := newGoodClient(t, srv, addr)
-	p := dialRaw(t, addr, nil) // and never reads
-	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.id) != nil })
-	pc := serverConn(srv, p.id)
+	p := adversary.Dial(t, addr, nil) // and never reads
+	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.ID) != nil })
+	pc := serverConn(srv, p.ID)
 	m := meterPeaks(srv, pc)
 	var sent, pings, streams int
 	start := time.Now()
@@ -660,17 +661,17 @@ func TestAttackStopReadingProvokeReplies(t *testing.T) {
 		for time.Since(start) < 3*writeTimeout {
 			var frames [][]byte
 			for range 500 {
-				frames = append(frames, yframe(mux.TypePing, mux.FlagSYN, 0, uint32(pings), nil))
+				frames = append(frames, adversary.Frame(mux.TypePing, mux.FlagSYN, 0, uint32(pings), nil))
 				pings++
 			}
 			for range 8 {
-				frames = append(frames, openStream(id, ProtoIdentify, nil))
+				frames = append(frames, adversary.OpenStream(id, ProtoIdentify, nil))
 				id += 2
 			}
-			frames = append(frames, openStream(id, ProtoPing, make([]byte, 100*PingSize)))
+			frames = append(frames, adversary.OpenStream(id, ProtoPing, make([]byte, 100*PingSize)))
 			id += 2
 			streams += 9
-			if p.send(frames...) != nil {
+			if p.Send(frames...) != nil {
 				return
 			}
 			for _, f := range frames {
@@ -679,7 +680,7 @@ func TestAttackStopReadingProvokeReplies(t *testing.T) {
 		}
 	})
 	m.finish()
-	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.id) == nil })
+	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.ID) == nil })
 	took := time.Since(start)
 	var cut float64
 	var reason string
@@ -725,33 +726,33 @@ func TestAttackHeaderBodyNeverComes(t *testing.T) {
 	cases := []struct {
 		name    string
 		pongs   bool // the attacker answers our pings (its pongs feed the body)
-		attack  func(p *rawPeer) error
+		attack  func(p *adversary.Peer) error
 		maxHeld int64
 		code    int
 		reason  string
 	}{
-		{"yamux Data length", true, func(p *rawPeer) error {
-			return p.send(yframe(mux.TypeData, mux.FlagSYN, 1, mux.InitialWindow, append(propose(ProtoEcho), "0123456789"...)))
+		{"yamux Data length", true, func(p *adversary.Peer) error {
+			return p.Send(adversary.Frame(mux.TypeData, mux.FlagSYN, 1, mux.InitialWindow, append(adversary.Propose(ProtoEcho), "0123456789"...)))
 		}, 0, 1008, "yamux_keepalive_timeout"},
-		{"Noise frame length", true, func(p *rawPeer) error {
-			return p.writeRaw(append([]byte{0xff, 0xff}, make([]byte, 100)...))
+		{"Noise frame length", true, func(p *adversary.Peer) error {
+			return p.WriteRaw(append([]byte{0xff, 0xff}, make([]byte, 100)...))
 		}, bufpool.Large, 1008, "yamux_keepalive_timeout"},
-		{"WebSocket frame length", false, func(p *rawPeer) error {
-			_, err := p.wc.UnderlyingConn().Write(wsHeader(ws.DefaultMaxMessageSize))
+		{"WebSocket frame length", false, func(p *adversary.Peer) error {
+			_, err := p.WS.UnderlyingConn().Write(wsHeader(ws.DefaultMaxMessageSize))
 			return err
 		}, 0, 1008, "yamux_keepalive_timeout"},
-		{"WebSocket frame length past MaxMessageSize", false, func(p *rawPeer) error {
-			_, err := p.wc.UnderlyingConn().Write(wsHeader(1 << 62))
+		{"WebSocket frame length past MaxMessageSize", false, func(p *adversary.Peer) error {
+			_, err := p.WS.UnderlyingConn().Write(wsHeader(1 << 62))
 			return err
 		}, 0, 1009, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := dialRaw(t, addr, nil)
-			p.answerPings = c.pongs
-			p.startReader()
-			testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.id) != nil })
-			pc := serverConn(srv, p.id)
+			p := adversary.Dial(t, addr, nil)
+			p.SetAnswerPings(c.pongs)
+			p.StartReader()
+			testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.ID) != nil })
+			pc := serverConn(srv, p.ID)
 			before := 0.0
 			if c.reason != "" {
 				before = failureCount(t, srv, c.reason)
@@ -762,11 +763,11 @@ func TestAttackHeaderBodyNeverComes(t *testing.T) {
 				t.Fatal(err)
 			}
 			var err error
-			good.whileAttack(func() { err = p.waitEnd(10 * time.Second) })
+			good.whileAttack(func() { err = p.WaitEnd(10 * time.Second) })
 			took := time.Since(start)
 			m.finish()
 			t.Logf("closed after %v (%v); peak share %d bytes", took.Round(time.Millisecond), err, m.conn[0])
-			if closeCode(err) != c.code {
+			if adversary.CloseCode(err) != c.code {
 				t.Fatalf("closed with %v, want %d", err, c.code)
 			}
 			if c.reason != "" {
@@ -843,20 +844,20 @@ func TestAttackIdentifyListFlood(t *testing.T) {
 // echo, byte-exact; none stalls.
 func TestNegotiationAnswerWaitsForOutput(t *testing.T) {
 	srv, addr := startHost(t, Config{Mux: mux.Config{MaxOutput: 24}})
-	p := dialRaw(t, addr, nil)
-	p.keepData = true
-	p.startReader()
+	p := adversary.Dial(t, addr, nil)
+	p.SetKeepData(true)
+	p.StartReader()
 	var frames [][]byte
 	for i := range 20 {
-		frames = append(frames, openStream(uint32(2*i+1), ProtoEcho, []byte(fmt.Sprintf("stream %d", i))))
+		frames = append(frames, adversary.OpenStream(uint32(2*i+1), ProtoEcho, []byte(fmt.Sprintf("stream %d", i))))
 	}
-	if err := p.send(frames...); err != nil {
+	if err := p.Send(frames...); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		want := append(propose(ProtoEcho), fmt.Sprintf("stream %d", i)...)
-		testutil.WaitFor(t, 10*time.Second, func() bool { return p.stream(uint32(2*i+1)).got >= len(want) })
-		if got := p.stream(uint32(2*i + 1)).data; !bytes.Equal(got, want) {
+		want := append(adversary.Propose(ProtoEcho), fmt.Sprintf("stream %d", i)...)
+		testutil.WaitFor(t, 10*time.Second, func() bool { return p.Stream(uint32(2*i+1)).Got >= len(want) })
+		if got := p.Stream(uint32(2*i + 1)).Data; !bytes.Equal(got, want) {
 			t.Fatalf("stream %d got %q, want %q", i, got, want)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/internal/adversary"
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/multistream"
@@ -96,7 +97,7 @@ func waitWSEnd(wc *websocket.Conn) error {
 // /noise, leaving the Noise handshake to the caller.
 func negotiated(t *testing.T, addr ma.Multiaddr) *websocket.Conn {
 	t.Helper()
-	wc := wsDialRaw(t, addr)
+	wc := adversary.DialWS(t, addr)
 	d, _ := multistream.NewDialer(ProtoNoise)
 	wc.WriteMessage(websocket.BinaryMessage, d.Start(nil))
 	var in []byte
@@ -171,8 +172,8 @@ func TestSlowDripEveryStage(t *testing.T) {
 			return waitTCPEnd(nc)
 		}, "handshake_timeout", dripHandshake, 0},
 		{"multistream a byte at a time", func(t *testing.T) error {
-			wc := wsDialRaw(t, addr)
-			go dripWS(wc, propose(ProtoNoise))
+			wc := adversary.DialWS(t, addr)
+			go dripWS(wc, adversary.Propose(ProtoNoise))
 			return waitWSEnd(wc)
 		}, "upgrade_timeout", dripHandshake, bufpool.Small},
 		{"Noise, part of message 1", func(t *testing.T) error {
@@ -188,46 +189,44 @@ func TestSlowDripEveryStage(t *testing.T) {
 			return waitWSEnd(wc)
 		}, "upgrade_timeout", dripHandshake, bufpool.Small},
 		{"yamux, part of a header after setup", func(t *testing.T) error {
-			p := dialRaw(t, addr, nil)
-			p.startReader()
-			testutil.WaitFor(t, 5*time.Second, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.pings > 0 })
+			p := adversary.Dial(t, addr, nil)
+			p.StartReader()
+			testutil.WaitFor(t, 5*time.Second, func() bool { return p.Pings() > 0 })
 			time.Sleep(50 * time.Millisecond) // the pong is in
-			p.mu.Lock()
-			p.answerPings = false // its pongs could only complete the header
-			p.mu.Unlock()
-			p.send(yframe(mux.TypeWindowUpdate, mux.FlagSYN, 1, 0, nil)[:5])
-			return p.waitEnd(10 * time.Second)
+			p.SetAnswerPings(false)           // its pongs could only complete the header
+			p.Send(adversary.Frame(mux.TypeWindowUpdate, mux.FlagSYN, 1, 0, nil)[:5])
+			return p.WaitEnd(10 * time.Second)
 		}, "yamux_keepalive_timeout", 2 * dripKeepAlive, 0},
 		// Review item 2: the deadline holds while stream callbacks run
 		// (they used to run the session's Tick, which could end the
 		// session under them and cancel the connection's only deadline).
 		{"keepalive unanswered while a ping stream is busy", func(t *testing.T) error {
-			p := dialRaw(t, addr, nil)
-			p.answerPings = false
-			p.startReader()
-			p.send(openStream(1, ProtoPing, nil))
+			p := adversary.Dial(t, addr, nil)
+			p.SetAnswerPings(false)
+			p.StartReader()
+			p.Send(adversary.OpenStream(1, ProtoPing, nil))
 			go func() {
-				for p.send(ydata(0, 1, make([]byte, PingSize))) == nil {
+				for p.Send(adversary.Data(0, 1, make([]byte, PingSize))) == nil {
 					time.Sleep(5 * time.Millisecond)
 				}
 			}()
-			return p.waitEnd(10 * time.Second)
+			return p.WaitEnd(10 * time.Second)
 		}, "yamux_keepalive_timeout", dripKeepAlive, bufpool.Small},
 		{"a stream's negotiation a byte at a time", func(t *testing.T) error {
-			p := dialRaw(t, addr, nil)
-			p.startReader()
-			p.send(ydata(mux.FlagSYN, 1, nil))
+			p := adversary.Dial(t, addr, nil)
+			p.StartReader()
+			p.Send(adversary.Data(mux.FlagSYN, 1, nil))
 			go func() {
-				for _, c := range propose(ProtoEcho) {
-					if p.send(ydata(0, 1, []byte{c})) != nil || p.stream(1).rst {
+				for _, c := range adversary.Propose(ProtoEcho) {
+					if p.Send(adversary.Data(0, 1, []byte{c})) != nil || p.Stream(1).RST {
 						return
 					}
 					time.Sleep(dripByte)
 				}
 			}()
-			testutil.WaitFor(t, 10*time.Second, func() bool { return p.stream(1).rst })
+			testutil.WaitFor(t, 10*time.Second, func() bool { return p.Stream(1).RST })
 			select {
-			case <-p.done:
+			case <-p.Done():
 				t.Fatal("the connection ended with the stream")
 			default:
 			}
@@ -319,21 +318,24 @@ func TestSlowDripDefaults(t *testing.T) {
 	near("handshake deadline", <-handshake, engine.DefaultHandshakeTimeout)
 
 	// The first keepalive ping (sent at start for the RTT) unanswered.
-	p := dialRaw(t, addr, nil)
-	p.answerPings = false
-	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.id) != nil })
-	pc := serverConn(srv, p.id)
+	p := adversary.Dial(t, addr, nil)
+	p.SetAnswerPings(false)
+	testutil.WaitFor(t, 5*time.Second, func() bool { return serverConn(srv, p.ID) != nil })
+	pc := serverConn(srv, p.ID)
 	var next time.Duration
 	pc.Do(func() { next = pc.sess.NextDeadline().Sub(pc.c.Now()) })
 	near("ping timeout", next, mux.DefaultPingTimeout)
 
 	// Pings answered; a stream negotiating, its partial proposal held.
 	q, qc := attacker(t, srv, addr)
-	q.send(ydata(mux.FlagSYN, 1, propose(ProtoEcho)[:5]))
+	q.Send(adversary.Data(mux.FlagSYN, 1, adversary.Propose(ProtoEcho)[:5]))
 	testutil.WaitFor(t, 5*time.Second, func() bool {
-		n := 0
-		qc.Do(func() { n = len(qc.negotiating) })
-		return n == 1
+		n, pong := 0, false
+		qc.Do(func() {
+			n = len(qc.negotiating)
+			pong = qc.sess.RTT() > 0 // the first ping answered
+		})
+		return n == 1 && pong
 	})
 	var keepalive, negotiation time.Duration
 	var held int

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/swarmgate/swarmgate/libp2p"
 
+	"github.com/swarmgate/swarmgate/admission"
 	"github.com/swarmgate/swarmgate/engine"
 )
 
@@ -42,7 +43,10 @@ func metricsServer(t *testing.T, reg *prometheus.Registry) string {
 func TestMatrixQuickInProcess(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := engine.New(engine.Config{Logger: quiet, Registerer: reg})
+	// loadgen is one peer identity for every connection: per-peer limits
+	// lifted, as for its child server.
+	lim := admission.Limits{MaxConnsPerPeer: -1, MaxPeerStreams: -1, MaxProtocolStreams: -1}
+	e := engine.New(engine.Config{Logger: quiet, Registerer: reg, Limits: lim})
 	defer e.Close()
 	h, err := libp2p.NewOn(e, libp2p.Config{InsecurePlaintext: true})
 	if err != nil {

@@ -486,7 +486,12 @@ func TestAttackStreamFlood(t *testing.T) {
 		}
 	})
 	// Every stream is gone once the server caught up.
-	testutil.WaitFor(t, 10*time.Second, func() bool { s, u := adm(); return s == 0 && u == 0 && pc.NumStreams() == 0 })
+	testutil.WaitFor(t, 10*time.Second, func() bool {
+		n := 0
+		pc.Do(func() { n = pc.NumStreams() })
+		s, u := adm()
+		return s == 0 && u == 0 && n == 0
+	})
 	t.Logf("20,000 streams opened and reset in %v: peak %v streams counted, %d KiB held; %d echoes meanwhile",
 		time.Since(start).Round(time.Millisecond), peakStreams, peakUsed>>10, echoes)
 	if peakStreams > admission.DefaultMaxPeerStreams || peakUsed > admission.DefaultConnMemory+shareSlack+4<<20 {
@@ -645,7 +650,8 @@ func TestAttackHugeRSAKey(t *testing.T) {
 // queues, and once the socket stops taking our answers the connection is
 // cut: at WriteTimeout, or sooner once its share is read ahead
 // (inbound_flood), or when its unread control frames pass
-// MaxControlOutput. A good client echoes throughout.
+// MaxControlOutput, or (a slow attacker) when it has not answered the
+// keepalive ping it cannot read. A good client echoes throughout.
 func TestAttackStopReadingProvokeReplies(t *testing.T) {
 	const writeTimeout = 2 * time.Second
 	srv, addr := startHost(t, Config{Engine: engine.Config{Tick: 20 * time.Millisecond, WriteTimeout: writeTimeout}})
@@ -684,7 +690,7 @@ func TestAttackStopReadingProvokeReplies(t *testing.T) {
 	took := time.Since(start)
 	var cut float64
 	var reason string
-	for _, r := range []string{"write_timeout", "inbound_flood", "yamux_control_queue_overflow"} {
+	for _, r := range []string{"write_timeout", "inbound_flood", "yamux_control_queue_overflow", "yamux_keepalive_timeout"} {
 		if n := failureCount(t, srv, r); n > 0 {
 			cut, reason = cut+n, r
 		}
@@ -697,7 +703,7 @@ func TestAttackStopReadingProvokeReplies(t *testing.T) {
 	if m.conn[0] > admission.DefaultConnMemory+shareSlack {
 		t.Fatalf("the connection held %d bytes", m.conn[0])
 	}
-	if took > 3*writeTimeout+5*time.Second {
+	if took > max(3*writeTimeout, mux.DefaultPingTimeout)+5*time.Second {
 		t.Fatalf("cut only after %v", took)
 	}
 	testutil.WaitFor(t, 5*time.Second, func() bool { return srv.Engine().Memory().Used() == 0 })

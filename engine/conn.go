@@ -52,9 +52,10 @@ type Drainer interface {
 }
 
 // InboundLimiter is a Stage whose protocol bounds what a compliant peer may
-// send without our reading (yamux windows): while the engine waits for a
-// slow reader, netpoll may read ahead up to InboundAllowance bytes (or
-// Config.MaxInboundBuffered when that is more) before the peer is cut.
+// send without our reading (yamux windows): netpoll may read ahead up to
+// InboundAllowance bytes, instead of Config.MaxInboundBuffered, before the
+// peer is cut (checked at the start of every read pass and while the
+// engine waits for a slow reader).
 type InboundLimiter interface {
 	InboundAllowance() int
 }

@@ -11,6 +11,9 @@ import (
 // must not keep the connection busy for its life.
 const EchoMessageTimeout = 30 * time.Second
 
+// echoMessageTimeout is EchoMessageTimeout; tests shorten it.
+var echoMessageTimeout = EchoMessageTimeout
+
 var errEchoTimeout = &ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: "echo_message_timeout"}
 
 // Echo is a StageFunc that sends every message back with its opcode. A
@@ -31,7 +34,7 @@ func (e *echo) Data(c *Conn, op ws.Opcode, p []byte, end bool) error {
 	}
 	if !e.pending {
 		e.pending = true
-		c.SetDeadline(c.Now().Add(EchoMessageTimeout))
+		c.SetDeadline(c.Now().Add(echoMessageTimeout))
 	} else {
 		op = ws.OpContinuation
 	}

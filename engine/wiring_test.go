@@ -55,6 +55,34 @@ func TestWiredTrustedProxy(t *testing.T) {
 	wc2.Close()
 }
 
+// Review item 3, end to end: a proxy trusted for X-Real-IP only (nginx
+// setting X-Real-IP and passing the client's X-Forwarded-For through).
+// The client forges a new X-Forwarded-For on every connection, and the
+// per-IP limit still counts it under the address in X-Real-IP.
+func TestWiredTrustedProxyOwnHeader(t *testing.T) {
+	tp, err := admission.NewTrustedProxies([]string{"127.0.0.1=x-real-ip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, addr := startEcho(t, Config{TrustedProxies: tp, Limits: admission.Limits{MaxConnsPerIP: 1, ConnRatePerIP: -1}})
+	dial := func(forged string) (*websocket.Conn, *http.Response, error) {
+		return websocket.DefaultDialer.Dial("ws://"+addr+"/echo", http.Header{"X-Real-Ip": {"203.0.113.5"}, "X-Forwarded-For": {forged}})
+	}
+	wc, _, err := dial("198.51.100.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	for _, forged := range []string{"198.51.100.2", "198.51.100.3, 127.0.0.1"} {
+		if c, resp, err := dial(forged); err == nil || resp == nil || resp.StatusCode != 503 {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("a forged X-Forwarded-For %q got through: %v %v", forged, resp, err)
+		}
+	}
+}
+
 // Refused connections are closed by netpoll (no descriptor kept).
 func TestWiredRefusalLeavesNoFD(t *testing.T) {
 	e, _, addr := startEcho(t, Config{Limits: admission.Limits{MaxConnsPerIP: 1, LimitLoopback: true, ConnRatePerIP: -1}})

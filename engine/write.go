@@ -158,14 +158,17 @@ func (c *Conn) flush() {
 }
 
 // inboundLimit is how much netpoll may have read ahead of the engine for
-// this connection: MaxInboundBuffered, or what the stage's protocol lets a
-// compliant peer have in flight when that is more.
+// this connection, checked at the start of every pass and while a flush
+// waits for the peer: the stage's allowance when its protocol bounds what
+// a compliant peer has in flight (a libp2p connection's memory share),
+// else MaxInboundBuffered. A peer that does not read and goes on sending
+// must not make the server hold MaxInboundBuffered (32 MiB) for
+// WriteTimeout when its protocol never lets it have that much in flight.
 func (c *Conn) inboundLimit() int {
-	limit := c.eng.cfg.MaxInboundBuffered
 	if a, ok := c.stage.(InboundLimiter); ok {
-		limit = max(limit, a.InboundAllowance())
+		return a.InboundAllowance()
 	}
-	return limit
+	return c.eng.cfg.MaxInboundBuffered
 }
 
 // waitSlice is how long waitWritable sleeps in poll(2) between checks.

@@ -61,7 +61,7 @@ type BlockingStream struct {
 	// and a waiting Write. Callbacks send without blocking; a wakeup sent
 	// before the waiter waits is kept in the slot, so none is lost.
 	rwake, wwake chan struct{}
-	// Deadlines, Unix nanoseconds, 0 for none.
+	// Deadlines, nanoseconds since deadlineEpoch (monoDeadline), 0 for none.
 	rdl, wdl atomic.Int64
 
 	// Guarded by the connection's lock.
@@ -261,7 +261,7 @@ func (b *BlockingStream) SetDeadline(t time.Time) error {
 // SetReadDeadline makes a waiting or later Read fail with
 // os.ErrDeadlineExceeded after t.
 func (b *BlockingStream) SetReadDeadline(t time.Time) error {
-	b.rdl.Store(unixNano(t))
+	b.rdl.Store(monoDeadline(t))
 	b.kick(b.rwake) // a waiting Read recomputes its timer
 	return nil
 }
@@ -269,21 +269,33 @@ func (b *BlockingStream) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline makes a waiting or later Write fail with
 // os.ErrDeadlineExceeded after t.
 func (b *BlockingStream) SetWriteDeadline(t time.Time) error {
-	b.wdl.Store(unixNano(t))
+	b.wdl.Store(monoDeadline(t))
 	b.kick(b.wwake)
 	return nil
 }
 
-func unixNano(t time.Time) int64 {
+// deadlineEpoch anchors the streams' deadlines on the monotonic clock:
+// a deadline is kept as nanoseconds since it (≥ 1; 0 means none), so a
+// wall-clock step moves no deadline, as time.Time's own comparisons would
+// not. A deadline without a monotonic reading (built with time.Unix, say)
+// falls back to the wall clock, as it would anyway.
+var deadlineEpoch = time.Now()
+
+func monoDeadline(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	return t.UnixNano()
+	return max(int64(t.Sub(deadlineEpoch)), 1)
+}
+
+// untilDeadline is how long is left before deadline d (≠ 0).
+func untilDeadline(d int64) time.Duration {
+	return time.Duration(d) - time.Since(deadlineEpoch)
 }
 
 func expired(dl *atomic.Int64) bool {
 	d := dl.Load()
-	return d != 0 && time.Now().UnixNano() >= d
+	return d != 0 && untilDeadline(d) <= 0
 }
 
 // wait blocks until a wakeup on ch or the deadline in dl.
@@ -293,7 +305,7 @@ func (b *BlockingStream) wait(ch chan struct{}, dl *atomic.Int64) error {
 		<-ch
 		return nil
 	}
-	left := time.Until(time.Unix(0, d))
+	left := untilDeadline(d)
 	if left <= 0 {
 		return os.ErrDeadlineExceeded
 	}

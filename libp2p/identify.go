@@ -2,6 +2,7 @@ package libp2p
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -37,6 +38,14 @@ const (
 	// maxIdentifyMessages is how many messages a response may have
 	// (go-libp2p and js-libp2p merge at most 10, then fail).
 	maxIdentifyMessages = 10
+	// MaxIdentifyProtocols bounds the protocols kept from one peer's
+	// identify: merging appends repeated fields, so ten 8 KiB messages of
+	// short ids would carry some 13,000 (go-libp2p PR #3501; its
+	// peerstore keeps 1,024 per peer). The first ones are kept.
+	MaxIdentifyProtocols = 1024
+	// MaxIdentifyAddrs bounds the listen addresses kept from one peer's
+	// identify (go-libp2p's connectedPeerMaxAddrs: 500).
+	MaxIdentifyAddrs = 500
 	// maxOwnIdentify bounds the message we send: rust-libp2p reads at
 	// most 4096 bytes, so go-libp2p keeps its own under 4 KiB; listen
 	// addresses (then protocols) are trimmed to fit.
@@ -311,6 +320,14 @@ func (c *identifyClient) parse(p []byte) (int, error) {
 		}
 		if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(body, c.msg); err != nil {
 			return off, err
+		}
+		// Trimmed after every merge, so what is kept never grows past
+		// the bounds plus one message.
+		if m := c.msg; len(m.Protocols) > MaxIdentifyProtocols {
+			m.Protocols = slices.Clip(m.Protocols[:MaxIdentifyProtocols])
+		}
+		if m := c.msg; len(m.ListenAddrs) > MaxIdentifyAddrs {
+			m.ListenAddrs = slices.Clip(m.ListenAddrs[:MaxIdentifyAddrs])
 		}
 		c.n++
 		off += k

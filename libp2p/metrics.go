@@ -42,7 +42,7 @@ const (
 
 var resetReasons = []string{resetNegotiationTimeout, resetNoProtocol, resetNegotiationFailed,
 	"peer_streams", "protocol_streams", "system_streams",
-	mux.RefuseStreamLimit, mux.RefuseBacklog, mux.RefuseGoingAway, mux.RefuseNoHandler, mux.RefuseMemory, mux.ResetHeldData}
+	mux.RefuseStreamLimit, mux.RefuseBacklog, mux.RefuseGoingAway, mux.RefuseNoHandler, mux.RefuseMemory, mux.ResetMemory, mux.ResetHeldData}
 
 // countReset counts a stream the server refused or reset (mux's reasons
 // arrive through mux.Config.OnRefuse).

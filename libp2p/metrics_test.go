@@ -109,6 +109,10 @@ func TestMetricsAtZeroFromStart(t *testing.T) {
 		`swarmgate_tls_handshakes_total{result=ok,version=TLS 1.3}`,
 		`swarmgate_libp2p_upgrades_total{result=upgrade_cap}`,
 		`swarmgate_stream_resets_total{reason=negotiation_timeout}`,
+		`swarmgate_stream_resets_total{reason=memory}`,
+		`swarmgate_stream_resets_total{reason=memory_reset}`,
+		`swarmgate_stream_resets_total{reason=held_data}`,
+		`swarmgate_memory_refusals_total{scope=conn}`,
 		`swarmgate_limit_rejections_total{reason=per_ip}`,
 		`swarmgate_yamux_goaway_total{code=protocol_error,dir=sent}`,
 	} {

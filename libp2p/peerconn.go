@@ -179,6 +179,10 @@ func (pc *PeerConn) failure(err error) error {
 	case errors.As(err, &me):
 		token = "yamux_" + me.Reason
 		pc.countGoAway(me.Remote, me.Code)
+	case errors.Is(err, mux.ErrKeepAliveTimeout):
+		// The peer did not answer a ping in time: gone, or stuck
+		// sending a frame that never completes.
+		token = "yamux_keepalive_timeout"
 	}
 	return &ws.ProtocolError{Code: ws.ClosePolicyViolation, Token: token}
 }
@@ -197,19 +201,24 @@ func (pc *PeerConn) countGoAway(received bool, code mux.Code) {
 	pc.h.metrics.goaway[dir][min(int(code), 3)].Inc()
 }
 
-// InboundAllowance is what yamux flow control lets the peer have in flight
-// towards us: every live stream's window at its largest, plus the session's
-// window-growth allowance, plus a frame's worth of headroom. A peer that
-// sends more violates its windows (engine.InboundLimiter).
+// InboundAllowance is how much the peer may have sent ahead of us, read by
+// netpoll but not yet processed (engine.InboundLimiter). For a connection
+// with a memory share it is the share itself plus framing headroom, in
+// every phase: a compliant peer may have its windows' credit in flight,
+// and the initial windows of streams it is opening (pipelined behind its
+// last handshake message, say) that we have not parsed yet; but the share
+// is all we let a connection hold, what it sends past the share is
+// refused or reset once parsed, and netpoll must not hold more of it
+// unparsed either. Without a share (our own dials): what the upgrade
+// needs, then the credit our windows give.
 func (pc *PeerConn) InboundAllowance() int {
+	if lim := pc.c.Memory().Limit(); lim > 0 {
+		return int(lim) + frameAllowance
+	}
 	if pc.sess == nil {
 		return upgradeAllowance
 	}
-	credit := pc.sess.ReceiveCredit()
-	if lim := pc.c.Memory().Limit(); lim > 0 {
-		credit = min(credit, lim) // we never let a connection hold more
-	}
-	return int(credit) + frameAllowance
+	return int(pc.sess.ReceiveCredit()) + frameAllowance
 }
 
 // What a peer may have in flight besides stream data: before yamux runs,

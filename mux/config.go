@@ -26,9 +26,11 @@ const (
 	DefaultAcceptBacklog = 256
 
 	// DefaultMaxRefusedStreams is how many SYNs in a row we refuse with RST
-	// (limits reached, or going away) before treating the peer as flooding
-	// and ending the session with GoAway(protocol error). The count resets
-	// whenever an inbound stream is admitted.
+	// (limits reached, or going away; the session's own or those the
+	// embedder enforces by resetting the stream inside OnStream) before
+	// treating the peer as flooding and ending the session with
+	// GoAway(protocol error). The count resets whenever an inbound stream
+	// is admitted.
 	DefaultMaxRefusedStreams = 256
 
 	// DefaultMaxWindow caps the receive window auto-tuning grants one

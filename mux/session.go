@@ -298,9 +298,7 @@ func (s *Session) incoming(id uint32) *Stream {
 	// receive our still-queued data for the old stream on the new one:
 	// only that peer is confused, so this is not policed.
 	if reason := s.refusal(); reason != "" {
-		s.refused++
-		if s.refused > s.cfg.MaxRefusedStreams {
-			s.fail(errStreamFlood)
+		if s.refuse() {
 			return nil
 		}
 		s.queueCtl(Header{Type: TypeWindowUpdate, Flags: FlagRST, StreamID: id})
@@ -309,7 +307,6 @@ func (s *Session) incoming(id uint32) *Stream {
 		}
 		return nil
 	}
-	s.refused = 0
 	st := &Stream{
 		sess:       s,
 		id:         id,
@@ -324,9 +321,25 @@ func (s *Session) incoming(id uint32) *Stream {
 	s.credit += InitialWindow
 	s.cfg.OnStream(st)
 	if st.state == StreamReset {
+		// Refused by the embedder's own limits (streams per peer, say):
+		// a refusal like ours, so a peer that goes on opening streams
+		// past those limits is a flood too.
+		s.refuse()
 		return nil
 	}
+	s.refused = 0
 	return st
+}
+
+// refuse counts a refused SYN and ends the session once MaxRefusedStreams
+// were refused in a row; it reports whether it did.
+func (s *Session) refuse() bool {
+	s.refused++
+	if s.refused > s.cfg.MaxRefusedStreams {
+		s.fail(errStreamFlood)
+		return true
+	}
+	return false
 }
 
 // refusal says why an inbound stream cannot be admitted now, "" if it can.

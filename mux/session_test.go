@@ -562,6 +562,45 @@ func TestStreamOpenFlood(t *testing.T) {
 	}
 }
 
+// SYNs the embedder refuses in OnStream (its own limits) count towards
+// MaxRefusedStreams like the session's refusals; an admitted stream starts
+// the count again.
+func TestStreamOpenFloodEmbedderRefusals(t *testing.T) {
+	admit := 2
+	s, _ := serverWith(t, Config{OnStream: func(st *Stream) {
+		if admit > 0 {
+			admit--
+			st.Accept(&recorder{})
+			return
+		}
+		st.Reset()
+	}}, nil)
+	var in []byte
+	id := uint32(1)
+	syn := func(n int) {
+		in = in[:0]
+		for range n {
+			in = append(in, frame(TypeWindowUpdate, FlagSYN, id, 0)...)
+			id += 2
+		}
+	}
+	syn(1 + DefaultMaxRefusedStreams) // one admitted, then refusals
+	if _, err := s.Input(in, t0); err != nil {
+		t.Fatal(err)
+	}
+	admit = 1
+	syn(1 + DefaultMaxRefusedStreams) // the count starts again
+	if _, err := s.Input(in, t0); err != nil {
+		t.Fatalf("refusals after an admitted stream: %v", err)
+	}
+	syn(1)
+	_, err := s.Input(in, t0)
+	var e *Error
+	if !errors.As(err, &e) || e.Reason != "stream_open_flood" {
+		t.Fatalf("one refusal past the limit: %v", err)
+	}
+}
+
 func TestMaxStreams(t *testing.T) {
 	s, sts := serverWith(t, Config{MaxStreams: 3}, func() Handler { return &recorder{} })
 	for i := range 5 {

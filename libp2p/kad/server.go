@@ -166,7 +166,7 @@ type Peer struct {
 	counted bool
 	streams int
 	tokens  float64
-	last    int64 // unix ns of the last token update; 0: bucket full
+	last    time.Time // the last token update (monotonic); zero: bucket full
 }
 
 // NewPeer creates the state of a connection to id.
@@ -179,13 +179,12 @@ func (p *Peer) InTable() bool { return p.counted }
 // until one accrues.
 func (s *Server) admit(p *Peer, now time.Time) time.Duration {
 	rate, burst := s.cfg.RequestRate, float64(s.cfg.RequestBurst)
-	t := now.UnixNano()
-	if p.last == 0 {
+	if p.last.IsZero() {
 		p.tokens = burst
-	} else if t > p.last {
-		p.tokens = min(burst, p.tokens+float64(t-p.last)*rate/1e9)
+	} else if d := now.Sub(p.last); d > 0 {
+		p.tokens = min(burst, p.tokens+d.Seconds()*rate)
 	}
-	p.last = t
+	p.last = now
 	if p.tokens >= 1 {
 		p.tokens--
 		return 0

@@ -70,6 +70,19 @@ type Table struct {
 	// made stale by a reconnect or a removal.
 	expiry  []expiring
 	expHead int
+	// epoch is the first instant the table was given: since values are
+	// nanoseconds after it, on the monotonic clock when the caller's clock
+	// has one, so a wall-clock step moves no grace period.
+	epoch time.Time
+}
+
+// mono is now as nanoseconds since the table's epoch, plus 1 so that 0
+// keeps meaning "never disconnected"; held under t.mu.
+func (t *Table) mono(now time.Time) int64 {
+	if t.epoch.IsZero() {
+		t.epoch = now
+	}
+	return int64(now.Sub(t.epoch)) + 1
 }
 
 // ref addresses a tree position: 0 is the empty tree, leafBit|i the entry
@@ -86,7 +99,7 @@ type node struct {
 type slot struct {
 	key    Key
 	rec    record
-	since  int64  // unix ns when the last connection ended (conns == 0, not static)
+	since  int64  // Table.mono when the last connection ended (conns == 0, not static)
 	conns  uint32 // live connections counted by Connect
 	static bool   // added by Add: kept while disconnected
 }
@@ -138,10 +151,10 @@ func (e Entry) Peer() (peer.AddrInfo, error) {
 	return ai, nil
 }
 
-func (s *slot) entry() Entry {
+func (s *slot) entry(epoch time.Time) Entry {
 	e := Entry{Key: s.key, rec: s.rec, Connected: s.conns > 0, Static: s.static}
 	if s.conns == 0 && s.since != 0 {
-		e.DisconnectedAt = time.Unix(0, s.since)
+		e.DisconnectedAt = epoch.Add(time.Duration(s.since - 1))
 	}
 	return e
 }
@@ -254,10 +267,7 @@ func (t *Table) Disconnect(id peer.ID, now time.Time) bool {
 	if s.static {
 		return true
 	}
-	s.since = now.UnixNano()
-	if s.since == 0 {
-		s.since = 1 // 0 means "never disconnected"
-	}
+	s.since = t.mono(now)
 	t.expiry = append(t.expiry, expiring{key: k, since: s.since})
 	return true
 }
@@ -275,9 +285,9 @@ func (t *Table) Remove(id peer.ID) bool {
 // of the grace period or so); its cost is the number of entries it
 // examines, not the table size.
 func (t *Table) Sweep(now time.Time) int {
-	limit := now.Add(-t.grace).UnixNano()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	limit := t.mono(now) - int64(t.grace)
 	removed := 0
 	for t.expHead < len(t.expiry) {
 		x := &t.expiry[t.expHead]
@@ -304,7 +314,7 @@ func (t *Table) Lookup(id peer.ID) (Entry, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if s := t.lookup(&k); s != nil {
-		return s.entry(), true
+		return s.entry(t.epoch), true
 	}
 	return Entry{}, false
 }
@@ -325,7 +335,7 @@ func (t *Table) record(k *Key) record {
 func (t *Table) Closest(target Key, k int, dst []Entry, exclude ...Key) []Entry {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	t.walk(&target, k, exclude, func(s *slot) { dst = append(dst, s.entry()) })
+	t.walk(&target, k, exclude, func(s *slot) { dst = append(dst, s.entry(t.epoch)) })
 	return dst
 }
 

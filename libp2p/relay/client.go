@@ -97,7 +97,7 @@ func (c *Client) checkReservation(pc *libp2p.PeerConn, m *pb.HopMessage) (*Reser
 	if rsv == nil {
 		return nil, ErrNoReserve
 	}
-	r := &Reservation{Relay: pc.RemotePeer(), Expire: time.Unix(int64(rsv.GetExpire()), 0), Limit: m.GetLimit()}
+	r := &Reservation{Relay: pc.RemotePeer(), Expire: time.Unix(int64(rsv.GetExpire()), 0), Limit: m.GetLimit()} // wall clock: the wire's Unix seconds
 	if rsv.GetExpire() == 0 || r.Expire.Before(c.now()) {
 		return nil, ErrExpired
 	}

@@ -95,7 +95,7 @@ func (s *Service[C]) Reserve(p peer.ID, conn C, addr netip.Addr, relayed bool, n
 		return s.refuse(reqReserve, pb.Status_RESERVATION_REFUSED), false
 	}
 	rsv := &pb.Reservation{Addrs: s.addrs()}
-	exp := uint64(expire.Unix()) // Unix seconds; go rejects 0 or the past
+	exp := uint64(expire.Unix()) // wall clock: Unix seconds on the wire; go rejects 0 or the past
 	rsv.Expire = &exp
 	if v, err := s.voucher(p, expire); err == nil {
 		rsv.Voucher = v

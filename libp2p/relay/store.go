@@ -34,8 +34,20 @@ type Store[C comparable] struct {
 	circ map[peer.ID]int32 // circuits per peer (source or destination), only while > 0
 	// circuits is the number of circuits open.
 	circuits int
-	// fullSweep is when a RESERVE at the total last swept (Unix nanos).
+	// fullSweep is when a RESERVE at the total last swept (mono).
 	fullSweep int64
+	// epoch is the first instant the store was given: times are kept as
+	// nanoseconds since it (mono), on the monotonic clock when the caller's
+	// clock has one, so a wall-clock step moves no expiry.
+	epoch time.Time
+}
+
+// mono is now as nanoseconds since the store's epoch (held under s.mu).
+func (s *Store[C]) mono(now time.Time) int64 {
+	if s.epoch.IsZero() {
+		s.epoch = now
+	}
+	return int64(now.Sub(s.epoch))
 }
 
 // fullSweepEvery is how often a RESERVE that finds the store full may
@@ -46,7 +58,7 @@ const fullSweepEvery = time.Second
 // entry is one reservation.
 type entry[C comparable] struct {
 	conn   C
-	expire int64 // Unix nanoseconds
+	expire int64 // mono
 	src    srcKey
 }
 
@@ -109,8 +121,9 @@ func (s *Store[C]) Reserve(p peer.ID, conn C, addr netip.Addr, now time.Time) (e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	t := s.mono(now)
 	old, had := s.rsv[p]
-	if had && old.expire <= now.UnixNano() {
+	if had && old.expire <= t {
 		s.remove(p, old)
 		had = false
 	}
@@ -119,7 +132,7 @@ func (s *Store[C]) Reserve(p peer.ID, conn C, addr netip.Addr, now time.Time) (e
 		n-- // counted out: a refresh always fits the total
 	}
 	if max := s.lim.MaxReservations; !unlimited(max) && n >= max {
-		if t := now.UnixNano(); t-s.fullSweep >= int64(fullSweepEvery) {
+		if t-s.fullSweep >= int64(fullSweepEvery) {
 			s.fullSweep = t
 			n -= s.sweep(t)
 		}
@@ -140,7 +153,7 @@ func (s *Store[C]) Reserve(p peer.ID, conn C, addr netip.Addr, now time.Time) (e
 		s.remove(p, old)
 	}
 	expire = now.Add(s.lim.ReservationTTL).Truncate(time.Second) // Unix seconds on the wire
-	s.rsv[p] = entry[C]{conn: conn, expire: expire.UnixNano(), src: key}
+	s.rsv[p] = entry[C]{conn: conn, expire: t + int64(expire.Sub(now)), src: key}
 	if key != 0 {
 		s.src[key]++
 	}
@@ -173,7 +186,7 @@ func (s *Store[C]) lookup(p peer.ID, now time.Time) (conn C, ok bool) {
 	if !ok {
 		return conn, false
 	}
-	if e.expire <= now.UnixNano() {
+	if e.expire <= s.mono(now) {
 		s.remove(p, e)
 		return conn, false
 	}
@@ -197,7 +210,7 @@ func (s *Store[C]) ConnClosed(p peer.ID, conn C) {
 func (s *Store[C]) Sweep(now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sweep(now.UnixNano())
+	return s.sweep(s.mono(now))
 }
 
 func (s *Store[C]) sweep(t int64) int {

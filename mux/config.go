@@ -131,6 +131,12 @@ type Config struct {
 	// inbound streams are refused with RST while it cannot afford one
 	// InitialWindow.
 	Memory Meter
+	// MemoryHeadroom is what the layers below may still charge to Memory
+	// without refusal (a partial frame a transport keeps between reads):
+	// like the output queues' room up to MaxOutput and MaxControlOutput,
+	// it is kept free when window is granted and streams admitted, so
+	// that data we promised a peer never pushes the share over.
+	MemoryHeadroom int
 	// HeldDataTimeout resets (RST, OnReset with ErrHeldData) a stream whose
 	// handler has left received bytes unconsumed this long without
 	// consuming any (0: DefaultHeldDataTimeout; < 0: never).

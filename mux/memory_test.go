@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// outputRoom is the headroom a session with default queue bounds keeps
+// for its output queues: shares in these tests add it.
+const outputRoom = DefaultMaxOutput + DefaultMaxControlOutput
+
 // testMeter is a connection share of limit bytes.
 type testMeter struct{ used, limit int }
 
@@ -35,7 +39,7 @@ func holding() Handler { return &recorder{} }
 // past the share resets that stream (the connection goes on); every charge
 // is returned once the session is freed.
 func TestMemoryShareBoundsHeldData(t *testing.T) {
-	m := &testMeter{limit: 1 << 20} // four initial windows
+	m := &testMeter{limit: 1<<20 + outputRoom} // four initial windows and the output queues' room
 	var refusals []string
 	s, sts := serverWith(t, Config{Memory: m, OnRefuse: func(r string) { refusals = append(refusals, r) }}, holding)
 	full := make([]byte, InitialWindow)
@@ -68,13 +72,12 @@ func TestMemoryShareBoundsHeldData(t *testing.T) {
 	if last := out[len(out)-1]; last.Flags&FlagRST == 0 || last.StreamID != 9 {
 		t.Fatalf("no RST for the refused stream: %+v", out)
 	}
-	// The fourth stream's window is still open, but an answer queued on
-	// the first (output is charged whether or not it fits) has taken part
-	// of its room: filling it overruns the share, and that stream is reset
-	// and told, its data dropped; the session and the other streams go on.
-	if n, err := (*sts)[0].Write(make([]byte, 8<<10)); n != 8<<10 || err != nil {
-		t.Fatalf("write %d %v", n, err)
-	}
+	// The fourth stream's window is still open, but the layer below has
+	// charged 8 KiB past the headroom it was given (MemoryHeadroom 0): the
+	// initial window, never backed, no longer fits, so filling it resets
+	// that stream (told, its data dropped); the session and the other
+	// streams go on.
+	m.Charge(8 << 10)
 	if _, err := s.Input(frame(TypeData, 0, 7, InitialWindow-1000, full[:InitialWindow-1000]...), t0); err != nil {
 		t.Fatalf("over the share: %v", err)
 	}
@@ -88,9 +91,10 @@ func TestMemoryShareBoundsHeldData(t *testing.T) {
 	if last := out[len(out)-1]; last.Flags&FlagRST == 0 || last.StreamID != 7 {
 		t.Fatalf("want RST for stream 7, got %+v", out)
 	}
-	if m.used != 3*InitialWindow {
-		t.Fatalf("held %d after the reset, want the three full streams", m.used)
+	if m.used != 3*InitialWindow+8<<10 {
+		t.Fatalf("held %d after the reset, want the three full streams and the 8 KiB", m.used)
 	}
+	m.Release(8 << 10)
 	s.Free()
 	if m.used != 0 {
 		t.Fatalf("%d bytes still charged after Free", m.used)
@@ -100,7 +104,7 @@ func TestMemoryShareBoundsHeldData(t *testing.T) {
 // Near the share, window updates are withheld (the peer waits) and granted
 // once memory is released.
 func TestMemoryWithholdsWindow(t *testing.T) {
-	m := &testMeter{limit: InitialWindow + 64<<10}
+	m := &testMeter{limit: InitialWindow + 64<<10 + outputRoom}
 	r := &recorder{}
 	s, sts := serverWith(t, Config{Memory: m}, func() Handler { return r })
 	full := make([]byte, InitialWindow)
@@ -156,11 +160,12 @@ func TestHeldDataTimeout(t *testing.T) {
 }
 
 // Window credit granted after checking the meter is a promise: when its
-// bytes arrive they are taken even if output queued since has used the
-// room (the meter goes over rather than the stream being reset), and a
-// move to a larger buffer is charged as the difference, not both buffers.
+// bytes arrive they are taken even if charges since (past the headroom the
+// session keeps for them) have used the room: the meter goes over rather
+// than a compliant stream being reset. A move to a larger buffer is
+// charged as the difference, not both buffers.
 func TestPromisedWindowAccepted(t *testing.T) {
-	m := &testMeter{limit: 500 << 10}
+	m := &testMeter{limit: 500<<10 + outputRoom}
 	var refusals []string
 	s, sts := serverWith(t, Config{Memory: m, OnRefuse: func(x string) { refusals = append(refusals, x) }}, holding)
 	full := make([]byte, InitialWindow)
@@ -175,10 +180,9 @@ func TestPromisedWindowAccepted(t *testing.T) {
 	if len(hs) != 1 || hs[0].Type != TypeWindowUpdate || hs[0].Length != InitialWindow {
 		t.Fatalf("no window update: %+v", hs)
 	}
-	// An answer takes half of the share before the promised bytes come.
-	if n, err := st.Write(full[:200<<10]); n != 200<<10 || err != nil {
-		t.Fatalf("write %d %v", n, err)
-	}
+	// Something below takes most of the share before the promised bytes
+	// come.
+	m.Charge(600 << 10)
 	if m.Available() >= InitialWindow {
 		t.Fatalf("%d still available", m.Available())
 	}
@@ -188,8 +192,40 @@ func TestPromisedWindowAccepted(t *testing.T) {
 	if st.State() != StreamOpen || len(refusals) != 0 || st.Buffered() != InitialWindow {
 		t.Fatalf("stream %v, refusals %v, %d buffered", st.State(), refusals, st.Buffered())
 	}
-	if m.used > InitialWindow+InitialWindow+4<<10 {
-		t.Fatalf("%d charged for %d held and %d queued", m.used, InitialWindow, InitialWindow)
+	if m.used > InitialWindow+600<<10+4<<10 {
+		t.Fatalf("%d charged for %d held and 600 KiB below", m.used, InitialWindow)
+	}
+}
+
+// The session keeps headroom for what it charges without refusal: credit
+// it promised and an answer queued up to MaxOutput together stay within
+// the share. A share of one window, the output queues' room and a little:
+// after one stream's window is promised again, a second stream is refused
+// (its initial window would take the output's room), and when the answer
+// fills the output queue and the promised bytes arrive, the share holds.
+func TestWindowLeavesOutputRoom(t *testing.T) {
+	m := &testMeter{limit: InitialWindow + outputRoom + 8<<10}
+	var refusals []string
+	s, sts := serverWith(t, Config{Memory: m, OnRefuse: func(x string) { refusals = append(refusals, x) }}, holding)
+	full := make([]byte, InitialWindow)
+	s.Input(frame(TypeData, FlagSYN, 1, InitialWindow, full...), t0)
+	drain(s)
+	st := (*sts)[0]
+	st.Read(full) // the window is granted again: a promise
+	drain(s)
+	s.Input(frame(TypeData, FlagSYN, 3, 0), t0)
+	if len(*sts) != 1 || len(refusals) != 1 || refusals[0] != RefuseMemory {
+		t.Fatalf("second stream: %d streams, refusals %v", len(*sts), refusals)
+	}
+	if n, _ := st.Write(full); n < DefaultMaxOutput-4*HeaderLen { // as much as the queue takes
+		t.Fatalf("answer: %d queued", n)
+	}
+	s.Input(frame(TypeData, 0, 1, InitialWindow, full...), t0)
+	if st.State() != StreamOpen || st.Buffered() != InitialWindow {
+		t.Fatalf("promised bytes: stream %v, %d buffered", st.State(), st.Buffered())
+	}
+	if m.used > m.limit {
+		t.Fatalf("%d charged, share %d", m.used, m.limit)
 	}
 }
 

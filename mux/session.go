@@ -353,7 +353,7 @@ func (s *Session) refusal() string {
 		return RefuseStreamLimit
 	case s.backlog >= s.cfg.AcceptBacklog:
 		return RefuseBacklog
-	case s.cfg.Memory != nil && int64(s.cfg.Memory.Available())-s.extra < InitialWindow:
+	case s.cfg.Memory != nil && s.room() < InitialWindow:
 		// The new stream's window could be filled at once; a peer whose
 		// share, less the credit we already granted, cannot back it gets
 		// no more streams.
@@ -691,6 +691,21 @@ func earliest(a, b time.Time) time.Time {
 
 // retryWithheld grants the window updates Memory could not afford before,
 // once a buffer was released.
+// room is what Memory can still take for stream data we have not promised
+// yet: what is available, less the credit our window updates promised
+// (extra) and the headroom kept for the charges nothing refuses (the
+// output queues up to their bounds, the layers below).
+func (s *Session) room() int64 {
+	return int64(s.cfg.Memory.Available()) - s.extra - s.headroom()
+}
+
+// headroom is what may still be charged without refusal: the output
+// queues' room up to MaxOutput and MaxControlOutput, and MemoryHeadroom.
+func (s *Session) headroom() int64 {
+	h := max(s.cfg.MaxOutput-cap(s.data.b), 0) + max(s.cfg.MaxControlOutput-cap(s.ctl.b), 0) + s.cfg.MemoryHeadroom
+	return int64(h)
+}
+
 func (s *Session) retryWithheld() {
 	if s.withheld == 0 || s.err != nil {
 		return

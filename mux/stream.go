@@ -404,7 +404,7 @@ func (st *Stream) buffer(p []byte) bool {
 	// they are charged whether or not they fit now (output queued since
 	// may have taken the room). Others (a stream's initial window) must
 	// fit, leaving what is promised to streams untouched.
-	keep := s.extra
+	keep := s.extra + s.headroom()
 	if s.rxPromised {
 		keep = -1
 	}
@@ -587,7 +587,7 @@ func (st *Stream) grant() {
 	m := s.cfg.Memory
 	room := int64(math.MaxInt64)
 	if m != nil {
-		room = int64(m.Available()) - s.extra
+		room = s.room()
 	}
 	if room < int64(free) {
 		if st.flags&fWithheld == 0 {

@@ -181,21 +181,39 @@ func JSDir(t testing.TB, packages ...string) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	dir := filepath.Join(filepath.Dir(file), "..", "..", "bench", "peers", "js")
-	missing := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...) + ": run `bash bench/peers/js/setup.sh`"
-		if os.Getenv("SWARMGATE_REQUIRE_JS") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
 	if _, err := exec.LookPath("node"); err != nil {
-		missing("node is not installed")
+		missingJS(t, "node is not installed")
 	}
 	for _, p := range packages {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", filepath.FromSlash(p))); err != nil {
-			missing("js package %s is not installed", p)
+			missingJS(t, fmt.Sprintf("js package %s is not installed", p))
 		}
 	}
 	return dir
+}
+
+// Chromium returns the browser binary the js harnesses drive ($CHROMIUM,
+// else Debian's /usr/bin/chromium, which setup.sh installs). When it is
+// missing the test skips, or fails under SWARMGATE_REQUIRE_JS, as JSDir.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	bin := os.Getenv("CHROMIUM")
+	if bin == "" {
+		bin = "/usr/bin/chromium"
+	}
+	if fi, err := os.Stat(bin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		missingJS(t, bin+" is not installed")
+	}
+	return bin
+}
+
+// missingJS skips t for a missing js piece, or fails it when
+// SWARMGATE_REQUIRE_JS is set.
+func missingJS(t testing.TB, msg string) {
+	t.Helper()
+	msg += ": run `bash bench/peers/js/setup.sh`"
+	if os.Getenv("SWARMGATE_REQUIRE_JS") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }

@@ -59,10 +59,11 @@ func startRelayOn(t testing.TB, listen string, cfg Config, now func() time.Time)
 	return startRelayWith(t, listen, libp2p.Config{}, cfg, now)
 }
 
-// startRelayWith also takes the host's configuration.
+// startRelayWith also takes the host's configuration (of its engine's,
+// Logger, Now and Tick are the test's).
 func startRelayWith(t testing.TB, listen string, hcfg libp2p.Config, cfg Config, now func() time.Time) *testRelay {
 	t.Helper()
-	hcfg.Engine = engine.Config{Logger: testutil.Quiet, Now: now, Tick: 10 * time.Millisecond}
+	hcfg.Engine.Logger, hcfg.Engine.Now, hcfg.Engine.Tick = testutil.Quiet, now, 10*time.Millisecond
 	if now != nil {
 		// Clock jumps would time out yamux keepalive pings in flight.
 		hcfg.Mux.KeepAliveInterval = -1

@@ -15,25 +15,15 @@
 //   -q                 no page console or progress lines on stderr
 //
 // Exit 0 if the summary says ok, 1 otherwise.
-import { createReadStream } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:http'
-import { tmpdir } from 'node:os'
-import { extname, join } from 'node:path'
-import { chromium } from 'playwright-core'
 import { buildPage } from './build.mjs'
-
-const LAUNCH_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-]
+import { DEFAULT_CHROMIUM, launchChromium, serveFiles } from './chromium.mjs'
 
 function parseArgs (argv) {
   const o = {
     target: process.env.TARGET,
     hold: process.env.HOLD_SECONDS,
     monitorMs: process.env.MONITOR_MS,
-    chromium: process.env.CHROMIUM || '/usr/bin/chromium'
+    chromium: process.env.CHROMIUM || DEFAULT_CHROMIUM
   }
   const query = { '--hold': 'hold', '--monitor-ms': 'monitorMs', '--pings': 'pings', '--streams': 'streams', '--bytes': 'bytes' }
   for (let i = 0; i < argv.length; i++) {
@@ -51,54 +41,21 @@ function parseArgs (argv) {
   return o
 }
 
-const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.map': 'application/json' }
-
-function serve (dir) {
-  const files = new Set(['/index.html', '/page.js', '/page.js.map'])
-  const server = createServer((req, res) => {
-    const path = new URL(req.url, 'http://x').pathname
-    const name = path === '/' ? '/index.html' : path
-    if (name === '/favicon.ico') {
-      res.writeHead(204).end()
-      return
-    }
-    if (!files.has(name)) {
-      res.writeHead(404).end()
-      return
-    }
-    res.writeHead(200, { 'content-type': TYPES[extname(name)], 'cache-control': 'no-store' })
-    createReadStream(join(dir, name)).pipe(res)
-  })
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve(server))
-  })
-}
-
 let o
-let browser, server, profile
+let chromium, server
 try {
   o = parseArgs(process.argv.slice(2))
   const t0 = performance.now()
   const log = !o.quiet ? (m) => process.stderr.write(`browser: +${Math.round(performance.now() - t0)}ms ${m}\n`) : () => {}
   const dist = await buildPage()
   log(`bundled ${dist}/page.js`)
-  server = await serve(dist)
+  server = await serveFiles(dist, ['/index.html', '/page.js', '/page.js.map'])
   const url = new URL(`http://127.0.0.1:${server.address().port}/`)
   for (const k of ['target', 'hold', 'monitorMs', 'pings', 'streams', 'bytes']) {
     if (o[k] !== undefined && o[k] !== '') url.searchParams.set(k, o[k])
   }
-  profile = await mkdtemp(join(tmpdir(), 'swarmgate-chromium-'))
-  // launchPersistentContext is playwright's way to pass a (fresh) user data dir.
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: o.chromium,
-    headless: true,
-    args: LAUNCH_ARGS
-  })
-  log(`launched ${o.chromium}`)
-  const page = browser.pages()[0] ?? await browser.newPage()
-  page.on('console', (m) => log(`console.${m.type()}: ${m.text()}`))
-  page.on('pageerror', (e) => log(`pageerror: ${e.stack ?? e}`))
+  chromium = await launchChromium({ executablePath: o.chromium, log })
+  const page = chromium.page
   log(`opening ${url}`)
   await page.goto(url.href)
   await page.waitForFunction(() => window.__summary !== undefined, null, { timeout: o.timeoutMs, polling: 200 })
@@ -111,7 +68,6 @@ try {
   console.log(JSON.stringify({ target: o?.target, ok: false, error: String(err?.message ?? err) }))
   process.exitCode = 1
 } finally {
-  await browser?.close().catch(() => {})
+  await chromium?.close()
   server?.close()
-  if (profile) await rm(profile, { recursive: true, force: true }).catch(() => {})
 }

@@ -15,14 +15,9 @@
 //   -q                 no progress lines on stderr (identify result, RTTs, …)
 //
 // Prints one JSON line on stdout; exit 0 if ok, 1 otherwise.
-import { spawnSync } from 'node:child_process'
-import { needsWebSocketFlag } from './polyfill.mjs'
+import { rerunWithWebSocket } from './rerun.mjs'
 
-if (needsWebSocketFlag) {
-  // Node 20: the global WebSocket needs a flag; run again with it.
-  const r = spawnSync(process.execPath, ['--experimental-websocket', '--no-warnings=ExperimentalWarning', ...process.argv.slice(1)], { stdio: 'inherit' })
-  process.exit(r.status ?? 1)
-}
+rerunWithWebSocket()
 const { DEFAULTS, runClient } = await import('./lib.mjs')
 
 function parseArgs (argv) {

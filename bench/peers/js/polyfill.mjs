@@ -13,5 +13,6 @@ if (typeof Promise.withResolvers !== 'function') {
 
 // @libp2p/websockets dials with the global WebSocket. Node 20 has it only
 // behind --experimental-websocket (the same undici implementation Node 22
-// enables by default); client.mjs re-executes itself with that flag.
+// enables by default); the Node scripts re-execute themselves with that
+// flag (rerun.mjs).
 export const needsWebSocketFlag = typeof globalThis.WebSocket !== 'function'

@@ -11,13 +11,9 @@
 //   --timeout-ms N   overall limit (default 60000)
 //
 // Prints one JSON line on stdout; exit 0 if ok, 1 otherwise.
-import { spawnSync } from 'node:child_process'
-import { needsWebSocketFlag } from './polyfill.mjs'
+import { rerunWithWebSocket } from './rerun.mjs'
 
-if (needsWebSocketFlag) {
-  const r = spawnSync(process.execPath, ['--experimental-websocket', '--no-warnings=ExperimentalWarning', ...process.argv.slice(1)], { stdio: 'inherit' })
-  process.exit(r.status ?? 1)
-}
+rerunWithWebSocket()
 
 const { noise } = await import('@chainsafe/libp2p-noise')
 const { yamux } = await import('@chainsafe/libp2p-yamux')

@@ -158,8 +158,15 @@ func (r *runner) dht() Result {
 	var done, closer atomic.Int64
 	var stop atomic.Bool
 	var ferr atomic.Value
+	// Requests in flight: one stream each, from the first clients; the
+	// rest of the table is there to be found.
+	inflight := len(servers)
+	if k := r.p.DHTInflight; k > 0 && k < inflight {
+		inflight = k
+	}
+	m["requests_in_flight"] = float64(inflight)
 	s4, s5, ccpu, elapsed, err := r.measured("dht", func() error {
-		for i, c := range servers {
+		for i, c := range servers[:inflight] {
 			c := c
 			seq := i
 			c.pc.Do(func() {

@@ -36,6 +36,7 @@ type runFlags struct {
 	quick                      bool
 	connectN, holdN, msgConns  int
 	dhtN                       int
+	dhtInflight                int
 	duration                   time.Duration
 	repeat                     int
 	plan                       planTarget
@@ -52,6 +53,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.connectN, "connect-n", 0, "connections the connect scenario opens (default 400)")
 	fs.IntVar(&f.holdN, "hold-n", 0, "idle connections the hold scenario holds (default 2000)")
 	fs.IntVar(&f.dhtN, "dht-n", 0, "light clients the dht scenario connects as DHT servers, each a peer of its own (default 300)")
+	fs.IntVar(&f.dhtInflight, "dht-inflight", 0, "FIND_NODE requests the dht scenario keeps in flight, each from its own client, one after another (default 64: latency is the service time plus a short queue; -dht-inflight equal to -dht-n loads the server as hard as the clients can)")
 	fs.IntVar(&f.msgConns, "message-conns", 0, "connections of the messages scenario (default 200)")
 	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 800ms)")
 	fs.IntVar(&f.repeat, "repeat", 0, "runs of the whole matrix; each figure is their median with min–max (default 3, -quick 1)")
@@ -127,13 +129,16 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	}
 	p := defaultParams()
 	if rf.quick {
-		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, DHTN: 50, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4, Repeat: 1, Settle: 200 * time.Millisecond}
+		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, DHTN: 50, DHTInflight: 16, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4, Repeat: 1, Settle: 200 * time.Millisecond}
 	}
 	if rf.connectN > 0 {
 		p.ConnectN = rf.connectN
 	}
 	if rf.dhtN > 0 {
 		p.DHTN = rf.dhtN
+	}
+	if rf.dhtInflight > 0 {
+		p.DHTInflight = rf.dhtInflight
 	}
 	if rf.holdN > 0 {
 		p.HoldN = rf.holdN

@@ -134,7 +134,7 @@ const (
 
 // summedCounts are the counts among the metrics; every *_per_sec rate is
 // summed too.
-var summedCounts = []string{"conns", "streams", "cycles", "requests", "replies_checked"}
+var summedCounts = []string{"conns", "streams", "cycles", "requests", "replies_checked", "requests_in_flight"}
 
 // ruleOf is the rule for a metric, by its name, so that a scenario added
 // later merges by the same naming conventions.
@@ -215,6 +215,7 @@ func mergeReports(ins []mergeInput) (report, error) {
 			p.ConnectPar += q.ConnectPar
 			p.HoldN += q.HoldN
 			p.DHTN += q.DHTN
+			p.DHTInflight += q.DHTInflight
 			p.MessageConns += q.MessageConns
 			p.ChurnPar += q.ChurnPar
 		}

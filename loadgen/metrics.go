@@ -62,6 +62,7 @@ func catalog(scenario string) scenarioInfo {
 	case scenario == "dht":
 		return scenarioInfo{"Kademlia FIND_NODE from light clients that are DHT servers: the bootstrap node's job", []metricInfo{
 			{"table_entries", "routing table entries", uCount, true},
+			{"requests_in_flight", "requests in flight (one per client)", uCount, true},
 			{"requests_per_sec", "FIND_NODE requests per second", uRate, false},
 			{"latency_p50_us", "request latency p50", uUs, false},
 			{"latency_p99_us", "request latency p99", uUs, false},

@@ -47,6 +47,7 @@ type params struct {
 	ConnectPar   int           `json:"connect_parallel"`
 	HoldN        int           `json:"hold_n"`
 	DHTN         int           `json:"dht_n"`
+	DHTInflight  int           `json:"dht_inflight"`
 	Duration     time.Duration `json:"-"`
 	MessageConns int           `json:"message_conns"`
 	MessageSize  int           `json:"message_size"`
@@ -74,6 +75,7 @@ func defaultParams() params {
 		ConnectPar:   16,
 		HoldN:        2000,
 		DHTN:         300,
+		DHTInflight:  64,
 		Duration:     800 * time.Millisecond,
 		MessageConns: 200,
 		MessageSize:  64,

@@ -142,6 +142,8 @@ type capacityRow struct {
 type capacity struct {
 	Plan   planTarget    `json:"plan"`
 	Stacks []capacityRow `json:"stacks"`
+	// Relay: the relay scenario's stacks (relay_report.go).
+	Relay []relayCapacityRow `json:"relay,omitempty"`
 }
 
 // capacityStacks are the stacks a planner deploys (the raw WebSocket
@@ -250,6 +252,7 @@ func computeCapacity(results []Result, m machine, plan planTarget) capacity {
 		}
 		c.Stacks = append(c.Stacks, row)
 	}
+	c.Relay = relayCapacity(results)
 	return c
 }
 

@@ -23,10 +23,18 @@ import (
 
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/libp2p"
+	"github.com/swarmgate/swarmgate/libp2p/relay"
 )
 
 // scenarioNames are the scenarios in report order.
-var scenarioNames = []string{"connect", "hold", "throughput", "messages", "churn", "dht"}
+var scenarioNames = []string{"connect", "hold", "throughput", "messages", "churn", "dht", "relay"}
+
+// optInScenarios run only when -scenario names them, not with "all":
+// relay holds -relay-n connections of distinct peers and moves hundreds of
+// MB through circuits and a baseline echo, which would double the default
+// matrix's time (three runs on two stacks), and it needs a relay on the
+// target.
+var optInScenarios = []string{"relay"}
 
 // runFlags are shared by the default run and `loadgen run`.
 type runFlags struct {
@@ -37,6 +45,8 @@ type runFlags struct {
 	connectN, holdN, msgConns  int
 	dhtN                       int
 	dhtInflight                int
+	relayN, relayCircuits      int
+	relayBytes                 int64
 	duration                   time.Duration
 	repeat                     int
 	plan                       planTarget
@@ -44,7 +54,7 @@ type runFlags struct {
 
 func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.stacks, "stack", "all", "comma-separated stacks: ws+noise, ws+plaintext, wss+noise, wss+plaintext, ws, wss")
-	fs.StringVar(&f.scenarios, "scenario", "all", "comma-separated scenarios: "+strings.Join(scenarioNames, ", "))
+	fs.StringVar(&f.scenarios, "scenario", "all", "comma-separated scenarios: "+strings.Join(scenarioNames, ", ")+"; all: every one but "+strings.Join(optInScenarios, ", "))
 	fs.StringVar(&f.jsonPath, "json", "", "write the JSON report here (default: <profiles>/report.json); - prints it alone on stdout, without the Markdown (a generator pod's log, for loadgen merge)")
 	fs.StringVar(&f.csvPath, "csv", "", "write the results as CSV here")
 	fs.StringVar(&f.htmlOut, "html", "", "write an HTML report with charts here (default: <profiles>/report.html; none with -json -)")
@@ -55,6 +65,9 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.dhtN, "dht-n", 0, "light clients the dht scenario connects as DHT servers, each a peer of its own (default 300)")
 	fs.IntVar(&f.dhtInflight, "dht-inflight", 0, "FIND_NODE requests the dht scenario keeps in flight, each from its own client, one after another (default 64: latency is the service time plus a short queue; -dht-inflight equal to -dht-n loads the server as hard as the clients can)")
 	fs.IntVar(&f.msgConns, "message-conns", 0, "connections of the messages scenario (default 200)")
+	fs.IntVar(&f.relayN, "relay-n", 0, "light clients the relay scenario connects, each a peer of its own, that reserve a slot on the relay (default 1000, -quick 100); the child server allows at least this many reservations")
+	fs.IntVar(&f.relayCircuits, "relay-circuits", 0, "circuits the relay scenario opens at once, each from one more light client to a reserving one that echoes (default 200, -quick 20; at most -relay-n, and the relay's 4,096 circuits)")
+	fs.Int64Var(&f.relayBytes, "relay-bytes", 0, "bytes each relay circuit carries each way, every one checked, and each stream of the echo baseline echoes (default 1048576, -quick 65536; capped at the data limit a relay announces: the child relay announces none)")
 	fs.DurationVar(&f.duration, "duration", 0, "length of the timed scenarios (default 800ms)")
 	fs.IntVar(&f.repeat, "repeat", 0, "runs of the whole matrix; each figure is their median with min–max (default 3, -quick 1)")
 	f.plan.register(fs)
@@ -69,7 +82,7 @@ func matrix(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	srv, err := startChild()
+	srv, err := startChild(childRelayArgs(rf))
 	if err != nil {
 		return err
 	}
@@ -118,7 +131,12 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	if err != nil {
 		return err
 	}
-	scenarios := scenarioNames
+	var scenarios []string
+	for _, sc := range scenarioNames {
+		if !slices.Contains(optInScenarios, sc) {
+			scenarios = append(scenarios, sc)
+		}
+	}
 	if rf.scenarios != "" && rf.scenarios != "all" {
 		scenarios = strings.Split(rf.scenarios, ",")
 	}
@@ -129,7 +147,8 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	}
 	p := defaultParams()
 	if rf.quick {
-		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, DHTN: 50, DHTInflight: 16, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4, Repeat: 1, Settle: 200 * time.Millisecond}
+		p = params{ConnectN: 40, ConnectPar: 8, HoldN: 100, DHTN: 50, DHTInflight: 16, Duration: 500 * time.Millisecond, MessageConns: 20, MessageSize: 64, ThroughputK: []int{1, 4}, ChurnPar: 4, Repeat: 1, Settle: 200 * time.Millisecond,
+			RelayN: 100, RelayCircuits: 20, RelayBytes: 64 << 10}
 	}
 	if rf.connectN > 0 {
 		p.ConnectN = rf.connectN
@@ -145,6 +164,15 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 	}
 	if rf.msgConns > 0 {
 		p.MessageConns = rf.msgConns
+	}
+	if rf.relayN > 0 {
+		p.RelayN = rf.relayN
+	}
+	if rf.relayCircuits > 0 {
+		p.RelayCircuits = rf.relayCircuits
+	}
+	if rf.relayBytes > 0 {
+		p.RelayBytes = rf.relayBytes
 	}
 	if rf.duration > 0 {
 		p.Duration = rf.duration
@@ -250,6 +278,8 @@ func runMatrix(rf runFlags, tgs map[bool]target, probe serverProbe, metricsURL, 
 			res = r.churn()
 		case sc == "dht":
 			res = r.dht()
+		case sc == "relay":
+			res = r.relay()
 		}
 		prog.end(i, stepSummary(res))
 		runs[s.key()] = append(runs[s.key()], res)
@@ -369,17 +399,28 @@ type child struct {
 
 // startChild runs this binary as `loadgen serve` on loopback with a /ws and
 // a /tls/ws listener, the raw echo, plaintext enabled for measurement, and
-// metrics plus pprof on a free port.
-func startChild() (*child, error) {
-	c, err := startChildWith("/ip4/127.0.0.1/tcp/0/ws", "/ip4/127.0.0.1/tcp/0/tls/ws")
+// metrics plus pprof on a free port; extra are more server flags.
+func startChild(extra []string) (*child, error) {
+	c, err := startChildWith(extra, "/ip4/127.0.0.1/tcp/0/ws", "/ip4/127.0.0.1/tcp/0/tls/ws")
 	if err != nil {
 		// A build without TLS listeners still measures the /ws stacks.
-		c, err = startChildWith("/ip4/127.0.0.1/tcp/0/ws")
+		c, err = startChildWith(extra, "/ip4/127.0.0.1/tcp/0/ws")
 	}
 	return c, err
 }
 
-func startChildWith(listens ...string) (*child, error) {
+// childRelayArgs are the child's relay flags: an unlimited relay (the
+// relay scenario measures CPU per byte on bulk circuits, past the default
+// 128 KiB per direction), with room for every reservation asked for.
+func childRelayArgs(rf runFlags) []string {
+	args := []string{"-relay-circuit-bytes", "0", "-relay-circuit-duration", "0"}
+	if rf.relayN > relay.DefaultMaxReservations {
+		args = append(args, "-relay-max-reservations", strconv.Itoa(rf.relayN))
+	}
+	return args
+}
+
+func startChildWith(extra []string, listens ...string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -387,6 +428,7 @@ func startChildWith(listens ...string) (*child, error) {
 	// One loadgen identity opens every connection: the per-peer limits are
 	// lifted; everything else runs at its default.
 	args := []string{"serve", "-echo", "-ws-echo", "/echo", "-insecure-plaintext", "-max-conns-per-peer", "-1", "-max-peer-streams", "-1", "-max-protocol-streams", "-1", "-dht-addr-filter", "all", "-metrics", "127.0.0.1:0", "-profile-rates"}
+	args = append(args, extra...)
 	for _, l := range listens {
 		args = append(args, "-listen", l)
 	}

@@ -73,6 +73,26 @@ func catalog(scenario string) scenarioInfo {
 			{"replies_checked", "replies checked against a brute-force sort (exact)", uCount, false},
 			{"requests", "requests", uCount, true},
 		}}
+	case scenario == "relay":
+		return scenarioInfo{"circuit relay v2: reservations held, then circuits moving echoed bytes", []metricInfo{
+			{"reservations", "reservations", uCount, true},
+			{"circuits", "circuits", uCount, true},
+			{"bytes_per_circuit", "bytes per circuit each way", uBytes, true},
+			{"server_rss_bytes_per_reservation", "server RSS per reservation, beyond its connection", uBytes, false},
+			{"server_heap_bytes_per_reservation", "server Go heap per reservation, beyond its connection", uBytes, false},
+			{"server_rss_bytes_per_conn", "server RSS per connection, before reserving", uBytes, false},
+			{"server_cpu_us_per_reservation", "server CPU per reservation", uUs, false},
+			{"reserve_p50_us", "reserve latency p50", uUs, false},
+			{"reserve_p99_us", "reserve latency p99", uUs, false},
+			{"setup_p50_us", "circuit setup latency p50", uUs, false},
+			{"setup_p99_us", "circuit setup latency p99", uUs, false},
+			{"relayed_bytes_per_sec", "relayed throughput", uBytesPerSec, false},
+			{"server_cpu_ns_per_relayed_byte", "server CPU per relayed byte", uNsPerByte, false},
+			{"server_cpu_ns_per_echo_byte", "server CPU per echoed byte, same streams without the relay", uNsPerByte, false},
+			{"server_relay_to_echo_cpu_ratio", "server CPU per byte, relayed ÷ echoed", uCount, false},
+			{"client_cpu_ns_per_relayed_byte", "client CPU per relayed byte (both ends)", uNsPerByte, false},
+			{"relayed_bytes", "bytes relayed and checked", uBytes, false},
+		}}
 	case scenario == "hold":
 		return scenarioInfo{"idle connections after one echo each: what holding a peer costs", []metricInfo{
 			{"conns", "connections", uCount, true},

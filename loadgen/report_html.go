@@ -409,6 +409,7 @@ func writeCapacityHTML(w io.Writer, rep report) {
 		}
 	}
 	ch.write(w)
+	writeRelayCapacityHTML(w, c.Relay)
 	fmt.Fprint(w, "</div></section>\n")
 }
 

@@ -146,6 +146,8 @@ func sectionLine(rep report, sc string) string {
 			s += fmt.Sprintf(", %d-byte messages", p.MessageSize)
 		}
 		return s + dur
+	case sc == "relay":
+		return relaySectionLine(first)
 	case sc == "churn":
 		s := "connect, one echo, close"
 		if p.ChurnPar > 0 {
@@ -288,6 +290,7 @@ func writeCapacityMarkdown(w io.Writer, rep report) {
 			fmtCount(row.PeersByCPU), orNA(row.RunsOutFirst), fmtCount(row.Machines))
 	}
 	fmt.Fprintf(w, "\nPeers per machine at the plan's mix: each peer brings its memory, its share of the new connections and bytes, and its idle CPU; the machine is full when memory or CPU reaches the headroom. Ranges run from every input's best run to its worst. %s\n\n", notModelled)
+	writeRelayCapacityMarkdown(w, c.Relay)
 }
 
 func orNA(s string) string {

@@ -67,6 +67,11 @@ type params struct {
 	// with the generator's (a local server), so /proc/net/sockstat counts
 	// both ends of every connection.
 	BothEndsLocal bool `json:"-"`
+	// The relay scenario (relay.go): reservations held, circuits at once,
+	// and the bytes each circuit carries each way.
+	RelayN        int   `json:"relay_n,omitempty"`
+	RelayCircuits int   `json:"relay_circuits,omitempty"`
+	RelayBytes    int64 `json:"relay_bytes_per_circuit,omitempty"`
 }
 
 func defaultParams() params {
@@ -83,6 +88,12 @@ func defaultParams() params {
 		ChurnPar:     8,
 		Repeat:       3,
 		Settle:       300 * time.Millisecond,
+		// relay: opt-in; 1,000 reservations (1–3 MB of server memory
+		// beyond their connections: well above the RSS noise), 200
+		// circuits of 1 MiB each way (400 MiB relayed).
+		RelayN:        1000,
+		RelayCircuits: 200,
+		RelayBytes:    1 << 20,
 	}
 }
 

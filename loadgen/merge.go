@@ -134,7 +134,7 @@ const (
 
 // summedCounts are the counts among the metrics; every *_per_sec rate is
 // summed too.
-var summedCounts = []string{"conns", "streams", "cycles", "requests", "replies_checked", "requests_in_flight"}
+var summedCounts = []string{"conns", "streams", "cycles", "requests", "replies_checked", "requests_in_flight", "reservations", "circuits", "relayed_bytes"}
 
 // ruleOf is the rule for a metric, by its name, so that a scenario added
 // later merges by the same naming conventions.
@@ -143,7 +143,7 @@ func ruleOf(metric string) mergeRule {
 		return rulePercentile
 	}
 	switch {
-	case metric == "table_entries":
+	case metric == "table_entries", metric == "bytes_per_circuit":
 		return ruleMax
 	case strings.HasPrefix(metric, "server_"), strings.HasPrefix(metric, "kernel_"):
 		return ruleServer
@@ -157,8 +157,8 @@ func ruleOf(metric string) mergeRule {
 
 // workMetrics weigh the per-unit means: the first a result has is its
 // generator's work (dht: requests; throughput: bytes; messages: messages;
-// churn: cycles; connect and hold: connections).
-var workMetrics = []string{"requests", "bytes_per_sec", "msgs_per_sec", "cycles", "conns"}
+// churn: cycles; connect and hold: connections; relay: bytes relayed).
+var workMetrics = []string{"requests", "bytes_per_sec", "msgs_per_sec", "cycles", "conns", "relayed_bytes"}
 
 func workOf(r *Result) float64 {
 	for _, m := range workMetrics {

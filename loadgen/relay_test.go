@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"math"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/swarmgate/swarmgate/engine"
+	"github.com/swarmgate/swarmgate/internal/server"
 	"github.com/swarmgate/swarmgate/internal/testutil"
 	"github.com/swarmgate/swarmgate/libp2p"
 	"github.com/swarmgate/swarmgate/libp2p/relay"
@@ -311,5 +313,25 @@ func TestRelayCapacity(t *testing.T) {
 	}
 	if got := tableRow(t, md, "/tls/ws + Noise"); got[0] != "not measurable" || got[3] != "unknown" {
 		t.Errorf("wss row %q", got)
+	}
+}
+
+// The child's relay flags parse as the server's own: an unlimited relay
+// (0 circuit bytes and duration), and room for -relay-n reservations once
+// they pass the default.
+func TestChildRelayArgs(t *testing.T) {
+	for _, c := range []struct {
+		n       int
+		wantMax int
+	}{{1000, 0}, {relay.DefaultMaxReservations + 1, relay.DefaultMaxReservations + 1}} {
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		cfg := server.Flags(fs)
+		if err := server.Parse(fs, cfg, childRelayArgs(runFlags{relayN: c.n})); err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.Relay || cfg.RelayCircuitBytes != 0 || cfg.RelayCircuitDur != 0 || cfg.RelayMaxResv != c.wantMax {
+			t.Errorf("-relay-n %d: relay %v, circuit bytes %d, duration %v, max reservations %d (want %d)",
+				c.n, cfg.Relay, cfg.RelayCircuitBytes, cfg.RelayCircuitDur, cfg.RelayMaxResv, c.wantMax)
+		}
 	}
 }

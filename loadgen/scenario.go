@@ -88,8 +88,9 @@ func defaultParams() params {
 		ChurnPar:     8,
 		Repeat:       3,
 		Settle:       300 * time.Millisecond,
-		// relay: opt-in; 1,000 reservations (1–3 MB of server memory
-		// beyond their connections: well above the RSS noise), 200
+		// relay: opt-in; 1,000 reservations (about 0.3 MB of Go heap
+		// beyond their connections, which the heap reading resolves;
+		// RSS is noisier at this size, -relay-n 10000 settles it), 200
 		// circuits of 1 MiB each way (400 MiB relayed).
 		RelayN:        1000,
 		RelayCircuits: 200,

@@ -158,40 +158,59 @@ func (r *runner) dht() Result {
 	var done, closer atomic.Int64
 	var stop atomic.Bool
 	var ferr atomic.Value
-	// Requests in flight: one stream each, from the first clients; the
-	// rest of the table is there to be found.
-	inflight := len(servers)
+	// Requests in flight: inflight tokens go round the clients. A client
+	// sends one FIND_NODE on its kad stream (opened on its first turn) and,
+	// on the reply, posts the token to the client inflight places on: every
+	// client's turn comes round, each one's request rate stays far below
+	// the server's per-peer limit (as a fleet's peers do), and the
+	// latency is the service time plus a queue inflight deep.
+	nc := len(servers)
+	inflight := nc
 	if k := r.p.DHTInflight; k > 0 && k < inflight {
 		inflight = k
 	}
 	m["requests_in_flight"] = float64(inflight)
+	var reqSeq atomic.Int64
+	finders := make([]*finder, nc)
+	streams := make([]*mux.Stream, nc) // each touched under its client's lock only
+	var turn func(i int)               // runs under client i's lock
+	turn = func(i int) {
+		if stop.Load() {
+			return
+		}
+		f := finders[i]
+		if streams[i] == nil {
+			st, err := servers[i].pc.OpenStream(kad.Protocol, f)
+			if err != nil {
+				f.onErr(err)
+				return
+			}
+			streams[i] = st
+		}
+		f.send(streams[i], int(reqSeq.Add(1)), time.Now())
+	}
+	for i := range servers {
+		self := servers[i].h.ID()
+		next := (i + inflight) % nc
+		finders[i] = &finder{reqs: reqs, stop: &stop, check: func(key []byte, reply *pb.Message) {
+			if checked.Add(1) > dhtChecked {
+				return
+			}
+			if !bf.exact(key, self, reply, alone, tableSize) {
+				wrong.Add(1)
+			}
+		}, onReply: func(d time.Duration, peers int) {
+			latMu.Lock()
+			lat.RecordValue(d.Microseconds())
+			latMu.Unlock()
+			done.Add(1)
+			closer.Add(int64(peers))
+			servers[next].pc.Post(func() { turn(next) })
+		}, onErr: func(err error) { ferr.CompareAndSwap(nil, err) }}
+	}
 	s4, s5, ccpu, elapsed, err := r.measured("dht", func() error {
-		for i, c := range servers[:inflight] {
-			c := c
-			seq := i
-			c.pc.Do(func() {
-				self := c.h.ID()
-				f := &finder{reqs: reqs, next: seq, stop: &stop, check: func(key []byte, reply *pb.Message) {
-					if checked.Add(1) > dhtChecked {
-						return
-					}
-					if !bf.exact(key, self, reply, alone, tableSize) {
-						wrong.Add(1)
-					}
-				}, onReply: func(d time.Duration, peers int) {
-					latMu.Lock()
-					lat.RecordValue(d.Microseconds())
-					latMu.Unlock()
-					done.Add(1)
-					closer.Add(int64(peers))
-				}, onErr: func(err error) { ferr.CompareAndSwap(nil, err) }}
-				st, err := c.pc.OpenStream(kad.Protocol, f)
-				if err != nil {
-					f.onErr(err)
-					return
-				}
-				f.send(st, time.Now())
-			})
+		for i := range inflight {
+			servers[i].pc.Do(func() { turn(i) })
 		}
 		time.Sleep(r.p.Duration)
 		stop.Store(true)
@@ -299,27 +318,34 @@ func (r *runner) waitTable(want int, d time.Duration) float64 {
 	}
 }
 
-// finder sends FIND_NODE requests on one kad stream, the next once the
-// previous reply has arrived, until stop.
+// finder sends FIND_NODE requests on one client's kad stream, one at a
+// time: a request when the client's turn comes (send), and onReply when
+// its answer has arrived, which passes the turn on.
 type finder struct {
-	check   func(key []byte, reply *pb.Message)
-	reqs    [][]byte
-	next    int
-	sent    time.Time
-	stop    *atomic.Bool
-	onReply func(time.Duration, int)
-	onErr   func(error)
-	dead    bool
+	check func(key []byte, reply *pb.Message)
+	reqs  [][]byte
+	// inFlight are the requests sent and not yet answered, oldest first
+	// (two turns can meet on one client: the stream pipelines them).
+	inFlight []sentReq
+	stop     *atomic.Bool
+	onReply  func(time.Duration, int)
+	onErr    func(error)
+	dead     bool
 }
 
-func (f *finder) send(st *mux.Stream, now time.Time) {
-	if f.stop.Load() {
-		st.CloseWrite()
+type sentReq struct {
+	idx int // in reqs
+	at  time.Time
+}
+
+// send writes request seq (reqs cycled) on st.
+func (f *finder) send(st *mux.Stream, seq int, now time.Time) {
+	if f.dead {
 		return
 	}
-	req := f.reqs[f.next%len(f.reqs)]
-	f.next++
-	f.sent = now
+	idx := seq % len(f.reqs)
+	req := f.reqs[idx]
+	f.inFlight = append(f.inFlight, sentReq{idx, now})
 	if n, err := st.Write(req); n != len(req) {
 		f.fail(st, fmt.Errorf("kad request write: %d of %d bytes: %v", n, len(req), err))
 	}
@@ -351,15 +377,19 @@ func (f *finder) OnData(st *mux.Stream, p []byte) int {
 			return len(p)
 		}
 		now := time.Now()
+		if len(f.inFlight) == 0 {
+			f.fail(st, fmt.Errorf("kad reply without a request"))
+			return len(p)
+		}
+		sent := f.inFlight[0]
+		f.inFlight = f.inFlight[1:]
 		if f.check != nil {
 			var req pb.Message
-			prev := f.reqs[(f.next-1)%len(f.reqs)]
-			if body, _, err := wire.ParseDelimited(prev, 1<<20); err == nil && proto.Unmarshal(body, &req) == nil {
+			if body, _, err := wire.ParseDelimited(f.reqs[sent.idx], 1<<20); err == nil && proto.Unmarshal(body, &req) == nil {
 				f.check(req.Key, &reply)
 			}
 		}
-		f.onReply(now.Sub(f.sent), len(reply.CloserPeers))
-		f.send(st, now)
+		f.onReply(now.Sub(sent.at), len(reply.CloserPeers))
 	}
 	return used
 }

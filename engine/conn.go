@@ -251,14 +251,26 @@ func (c *Conn) setDeadlineAt(at int64) {
 // the wheel has already unlinked it. Called with c.mu held.
 func (c *Conn) onDeadline() {
 	c.filed = 0
-	if c.state == stateClosed || c.deadline == 0 {
+	if c.state == stateClosed {
 		return
 	}
 	now := c.eng.cfg.Now()
-	if c.eng.mono(now) < c.deadline {
-		c.filed = c.deadline // moved later since it was filed
-		c.eng.wheel.schedule(c, c.deadline)
+	m := c.eng.mono(now)
+	// The TLS record layer's quiet-period release shares the filing.
+	next := c.tlsQuietCheck(m)
+	if c.deadline == 0 || m < c.deadline {
+		if c.deadline != 0 && (next == 0 || c.deadline < next) {
+			next = c.deadline // moved later since it was filed
+		}
+		if next != 0 {
+			c.filed = next
+			c.eng.wheel.schedule(c, next)
+		}
 		return
+	}
+	if next != 0 {
+		c.filed = next
+		c.eng.wheel.schedule(c, next)
 	}
 	c.deadline = 0
 	switch c.state {

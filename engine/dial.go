@@ -8,6 +8,7 @@ import (
 	"github.com/cloudwego/netpoll"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/swarmgate/swarmgate/engine/tls13"
 	"github.com/swarmgate/swarmgate/ws"
 )
 
@@ -38,7 +39,10 @@ func (e *Engine) DialWith(addr ma.Multiaddr, path string, stage StageFunc, onFai
 	c := &Conn{nc: nc, eng: e, role: ws.Client, fd: connFD(nc), hs: &handshake{stage: stage, onFail: onFail, key: ws.NewKey(), start: e.cfg.Now()}}
 	if a.tls {
 		c.tls = newTLSConn(c)
-		c.tls.tc = tls.Client(c.tls, e.clientTLSConfig(a))
+		cfg := e.clientTLSConfig(a)
+		c.tls.kl = new(tls13.KeyLog)
+		bindKeyLog(cfg, c.tls.kl)
+		c.tls.tc = tls.Client(c.tls, cfg)
 	}
 	if !e.track(c) {
 		nc.Close()

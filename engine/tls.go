@@ -2,18 +2,23 @@ package engine
 
 // TLS for /tls/ws (and /wss) inside the event loop.
 //
-// crypto/tls drives a net.Conn; here that net.Conn is tlsConn, an in-memory
-// pipe the engine feeds with the ciphertext netpoll read and drains into the
-// socket when it flushes. The handshake is the only blocking part of
-// crypto/tls, so it runs on a goroutine borrowed for its duration (started
-// when the first complete record arrives, bounded by HandshakeTimeout and
-// MaxConcurrentTLSHandshakes). Once the handshake is done, records are
-// handled on read events: the engine parses the 5-byte record headers
+// crypto/tls runs the handshake over a net.Conn; here that net.Conn is
+// tlsConn, an in-memory pipe the engine feeds with the ciphertext netpoll
+// read and drains into the socket when it flushes. The handshake is the
+// only blocking part of crypto/tls, so it runs on a goroutine borrowed for
+// its duration (started when the first complete record arrives, bounded by
+// HandshakeTimeout and MaxConcurrentTLSHandshakes).
+//
+// After a TLS 1.3 handshake, crypto/tls is dropped and the engine's own
+// record layer (tlsrecord.go, engine/tls13) opens and seals records on read
+// events and flushes: the connection keeps its traffic secrets, sequence
+// numbers and, while it moves data, two AEAD states. After a TLS 1.2
+// handshake crypto/tls stays: the engine parses the 5-byte record headers
 // itself and calls tls.Conn.Read only when a complete record is buffered,
 // handing crypto/tls exactly one record at a time, so Read never waits;
-// writes encrypt into the pipe's outbound buffer during flush. An idle TLS
-// connection therefore owns no goroutine, no timer and no pooled buffer:
-// only crypto/tls's own state (README "Memory", bench/RESULTS.md "tls").
+// writes encrypt into the pipe's outbound buffer during flush. Either way
+// an idle TLS connection owns no goroutine, no timer and no pooled buffer
+// (README "Memory" and "TLS", ARCHITECTURE.md).
 //
 // Lock order: Conn.mu, then tlsConn.mu. The handshake goroutine never holds
 // tlsConn.mu while it takes Conn.mu.
@@ -32,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/swarmgate/swarmgate/engine/tls13"
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/ws"
 )
@@ -102,14 +108,16 @@ func (wouldBlock) Temporary() bool { return true }
 
 // tlsPhase is a TLS connection's lifecycle:
 //
-//	waiting ──first record──▶ handshaking ──done──▶ open
-//	   └──────────────┴───────────────────────┴──▶ closed
+//	waiting ──first record──▶ handshaking ──TLS 1.3──▶ record (engine/tls13)
+//	   │                          └────────TLS 1.2──▶ open (crypto/tls)
+//	   └──────────────┴──────────────────────┴─────────┴──▶ closed
 type tlsPhase uint8
 
 const (
 	tlsWaiting tlsPhase = iota
 	tlsHandshaking
 	tlsOpen
+	tlsRecord
 	tlsClosed
 )
 
@@ -118,7 +126,28 @@ const (
 // they are empty.
 type tlsConn struct {
 	c  *Conn
-	tc *tls.Conn
+	tc *tls.Conn // crypto/tls: the handshake, and TLS 1.2 for good
+	// base is a server's listener configuration, cloned per handshake.
+	base *tls.Config
+	// kl captures the traffic secrets during a handshake (tlsrecord.go).
+	kl *tls13.KeyLog
+	// rec is the record layer after a TLS 1.3 handover; nil before it and
+	// for TLS 1.2. The fields below it are the record layer's, touched
+	// only with Conn.mu held.
+	rec *tls13.Conn
+	// recStart is where the open record starts in Conn.out (its header's
+	// room) while recOpen.
+	recStart int
+	recOpen  bool
+	// alert is the alert our last flush sends after a refused record
+	// (alertSet); peerAlert: the peer sent an error alert, and we send
+	// nothing more.
+	alertSet  bool
+	peerAlert bool
+	alert     tls13.Alert
+	// quietAt is when the AEAD states are dropped if no record comes or
+	// goes before (engine mono nanoseconds; 0: not due).
+	quietAt int64
 
 	mu    sync.Mutex
 	phase tlsPhase
@@ -141,7 +170,29 @@ type engineTLS struct {
 	curves     *prometheus.CounterVec // curve
 	seconds    prometheus.Histogram
 	inProgress prometheus.GaugeFunc
-	records    *prometheus.CounterVec // alerts received after the handshake: close_notify, alert
+	records    *prometheus.CounterVec // ends after the handshake, by reason
+	// handovers counts TLS handshakes by what carries the connection
+	// after them, by handoverResults index.
+	handovers  [4]prometheus.Counter
+	closeCache sync.Map // reason -> prometheus.Counter
+}
+
+// closeReasons are the swarmgate_tls_closes_total reasons: close_notify, a
+// refused record or alert of the record layer (tls13.Error reasons), and
+// "alert" for anything crypto/tls reports on a TLS 1.2 connection.
+var closeReasons = []string{"close_notify", "alert", "remote_alert", "bad_record_mac", "record_overflow",
+	"unexpected_record_type", "change_cipher_spec", "no_content_type", "empty_control", "unexpected_handshake",
+	"interleaved_handshake", "key_update_alignment", "key_update_value", "decode_error", "too_many_control",
+	"sequence_exhausted"}
+
+// closes is the counter of one close reason.
+func (t *engineTLS) closes(reason string) prometheus.Counter {
+	if c, ok := t.closeCache.Load(reason); ok {
+		return c.(prometheus.Counter)
+	}
+	c := t.records.WithLabelValues(reason)
+	t.closeCache.Store(reason, c)
+	return c
 }
 
 func newEngineTLS(reg prometheus.Registerer) *engineTLS {
@@ -154,7 +205,12 @@ func newEngineTLS(reg prometheus.Registerer) *engineTLS {
 			Name: "swarmgate_tls_handshake_seconds", Help: "TLS handshake time from the first record to completion.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "swarmgate_tls_closes_total", Help: "TLS connections ended by the peer after the handshake: close_notify, or a fatal alert or bad record."}, []string{"reason"}),
+			Name: "swarmgate_tls_closes_total", Help: "TLS connections ended by the peer after the handshake: close_notify, an alert from the peer (remote_alert), or a record refused with our alert (its reason)."}, []string{"reason"}),
+	}
+	handovers := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "swarmgate_tls_handovers_total", Help: "Completed TLS handshakes by what carries the connection after them: record_layer (TLS 1.3, the engine's record layer), tls12 (crypto/tls), fallback (TLS 1.3 left on crypto/tls: secrets not captured), failed."}, []string{"result"})
+	for i, r := range handoverResults {
+		t.handovers[i] = handovers.WithLabelValues(r)
 	}
 	t.inProgress = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "swarmgate_tls_handshakes_in_progress", Help: "Server TLS handshakes holding a goroutine now (capped by MaxConcurrentTLSHandshakes)."},
@@ -167,11 +223,11 @@ func newEngineTLS(reg prometheus.Registerer) *engineTLS {
 	for _, r := range []string{"over_cap", "not_tls", "timeout", "eof", "closed", "bad_certificate", "remote_alert", "local_alert", "handshake_error"} {
 		t.handshakes.WithLabelValues(r, "none")
 	}
-	for _, r := range []string{"close_notify", "alert"} {
-		t.records.WithLabelValues(r)
+	for _, r := range closeReasons {
+		t.closes(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{t.handshakes, t.curves, t.seconds, t.inProgress, t.records} {
+		for _, c := range []prometheus.Collector{t.handshakes, t.curves, t.seconds, t.inProgress, t.records, handovers} {
 			reg.MustRegister(c)
 		}
 	}
@@ -190,7 +246,7 @@ func (c *Conn) receive(b []byte) {
 			switch {
 			case b[0] == recordTypeHandshake:
 				c.tls = newTLSConn(c)
-				c.tls.tc = tls.Server(c.tls, cfg)
+				c.tls.base = cfg // crypto/tls starts with the first complete record
 			case !l.plain.Load():
 				c.eng.tls.handshakes.WithLabelValues("not_tls", "none").Inc()
 				c.fail(ErrNotTLS, "tls_not_tls")
@@ -209,6 +265,10 @@ func (c *Conn) receive(b []byte) {
 // handshake, wakes it, or decrypts the complete records.
 func (c *Conn) tlsReceive(b []byte) {
 	t := c.tls
+	if t.rec != nil { // set under c.mu, which the caller holds
+		c.tlsRecords(b)
+		return
+	}
 	t.mu.Lock()
 	if t.phase == tlsClosed {
 		t.mu.Unlock()
@@ -316,6 +376,10 @@ func (c *Conn) startTLSHandshake() {
 		return
 	}
 	t := c.tls
+	if t.tc == nil { // server: one configuration clone per handshake
+		t.tc = tls.Server(t, t.handshakeConfig(t.base))
+		t.base = nil
+	}
 	t.mu.Lock()
 	t.phase = tlsHandshaking
 	t.wake = make(chan struct{}, 1)
@@ -344,6 +408,7 @@ func (t *tlsConn) handshake(start time.Time) {
 	}
 	t.mu.Unlock()
 	if err != nil || !open {
+		t.kl = nil
 		token := tlsFailureToken(err, c.err)
 		et.handshakes.WithLabelValues(token, "none").Inc()
 		if c.state != stateClosed {
@@ -356,11 +421,20 @@ func (t *tlsConn) handshake(start time.Time) {
 	et.handshakes.WithLabelValues("ok", tls.VersionName(st.Version)).Inc()
 	et.curves.WithLabelValues(curveName(st.CurveID)).Inc()
 	et.seconds.Observe(c.eng.cfg.Now().Sub(start).Seconds())
-	if t.early != nil {
-		c.writeRaw(t.early) // client: the upgrade request
-		t.early = nil
+	handed := false
+	if st.Version == tls.VersionTLS13 {
+		c.guarded(func() { handed = c.tlsHandover(st.CipherSuite) })
+	} else {
+		t.kl = nil
+		et.handovers[1].Inc()
 	}
-	c.guarded(c.tlsDecrypt) // records that came behind the handshake
+	if !handed && c.state != stateClosed {
+		if t.early != nil {
+			c.writeRaw(t.early) // client: the upgrade request
+			t.early = nil
+		}
+		c.guarded(c.tlsDecrypt) // records that came behind the handshake
+	}
 	c.flush()
 	c.unlock()
 }
@@ -444,15 +518,10 @@ func (c *Conn) tlsDecrypt() {
 			continue // a record without application data (a ticket, KeyUpdate)
 		}
 		if errors.Is(err, io.EOF) {
-			c.eng.tls.records.WithLabelValues("close_notify").Inc()
-			if c.state == stateOpen || c.state == stateHandshake {
-				c.fail(ErrTLSCloseNotify, "tls_close_notify")
-			} else {
-				c.end(nil)
-			}
+			c.tlsCloseNotify()
 			break
 		}
-		c.eng.tls.records.WithLabelValues("alert").Inc()
+		c.eng.tls.closes("alert").Inc()
 		c.fail(err, "tls_record")
 		break
 	}
@@ -520,6 +589,12 @@ func (t *tlsConn) release() {
 		t.out = nil
 	}
 	t.early = nil
+	if t.rec != nil {
+		// "Servers and clients MUST forget the secret values and keys
+		// established in failed connections" (RFC 8446 §6); closed ones
+		// too, here.
+		t.rec.Close()
+	}
 }
 
 // Read gives crypto/tls buffered ciphertext, whole records only (a record

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/swarmgate/swarmgate/engine/tls13"
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/simd"
 	"github.com/swarmgate/swarmgate/ws"
@@ -47,14 +48,74 @@ func (c *Conn) WriteFrame(fin bool, op ws.Opcode, p []byte) error {
 }
 
 // writeFrame encodes a frame into the pass's outbound buffer. In the client
-// role the payload is masked while it is copied.
+// role the payload is masked while it is copied. Over TLS 1.3 a payload
+// larger than the open record's room is copied in record-sized pieces, so
+// every record is full and nothing moves again when records are sealed.
 func (c *Conn) writeFrame(fin bool, op ws.Opcode, p []byte) {
+	if c.recordMode() && len(p) > c.recordFree() {
+		c.writeFrameRecords(fin, op, p)
+		return
+	}
 	payload, slot := c.ReserveFrame(fin, op, len(p))
 	if slot.masked {
 		simd.MaskCopy(slot.key, 0, payload, p)
 	} else {
 		copy(payload, p)
 	}
+}
+
+// writeFrameRecords is writeFrame over TLS 1.3 for a payload that spans
+// records: the header, then the payload in pieces that each fill the open
+// record.
+func (c *Conn) writeFrameRecords(fin bool, op ws.Opcode, p []byte) {
+	h, slot := c.frameHeader(fin, op, len(p))
+	ws.AppendHeader(c.appendSpace(ws.HeaderSize(h.Length, h.Masked))[:0], h)
+	pos := 0
+	for len(p) > 0 && c.state != stateClosed {
+		dst := c.appendSpace(min(len(p), c.recordFree()))
+		if slot.masked {
+			pos = simd.MaskCopy(slot.key, pos, dst, p[:len(dst)])
+		} else {
+			copy(dst, p)
+		}
+		p = p[len(dst):]
+	}
+}
+
+// frameHeader is the header of a data or control frame with n payload
+// bytes, masked in the client role, counted in the frame metrics.
+func (c *Conn) frameHeader(fin bool, op ws.Opcode, n int) (ws.Header, FrameSlot) {
+	h := ws.Header{Fin: fin, Op: op, Length: int64(n)}
+	var slot FrameSlot
+	if c.role == ws.Client {
+		h.Masked = true
+		h.Key = ws.NewMaskKey()
+		slot.key, slot.masked = h.Key, true
+	}
+	if !op.IsControl() {
+		c.eng.metrics.frames[1].Inc()
+		c.eng.metrics.layerBytes[1].Add(float64(n))
+	}
+	return h, slot
+}
+
+// appendSpace extends the pass's outbound buffer by n bytes in one piece
+// and returns them. It flushes first rather than grow the buffer past the
+// 64 KiB pool class, so outbound bytes never need a fresh large
+// allocation. Over TLS 1.3 the piece lies in one record when n fits one
+// (recordRoom).
+func (c *Conn) appendSpace(n int) []byte {
+	if c.recordMode() {
+		c.recordRoom(n)
+	} else {
+		if c.out != nil && len(c.out)+n > cap(c.out) && n <= bufpool.Medium {
+			c.flush()
+		}
+		c.out = growOut(c.out, n)
+	}
+	start := len(c.out)
+	c.out = c.out[:start+n]
+	return c.out[start:]
 }
 
 // FrameSlot is a frame reserved in the outbound buffer, for CommitFrame.
@@ -71,31 +132,39 @@ type FrameSlot struct {
 // buffer is flushed first rather than grown past the 64 KiB pool class, so
 // outbound bytes never need a fresh large allocation. Call it only while
 // IsOpen, from a callback.
+//
+// Over TLS 1.3 the frame is placed in one record when it fits one (it
+// starts a new record if the open one has no room for it), so a payload of
+// at most FrameRoom bytes is sealed where the caller wrote it; a larger one
+// is moved once when its records are sealed.
 func (c *Conn) ReserveFrame(fin bool, op ws.Opcode, n int) ([]byte, FrameSlot) {
-	h := ws.Header{Fin: fin, Op: op, Length: int64(n)}
-	var slot FrameSlot
+	h, slot := c.frameHeader(fin, op, n)
+	hl := ws.HeaderSize(h.Length, h.Masked)
+	b := c.appendSpace(hl + n)
+	ws.AppendHeader(b[:0], h)
+	slot.start = len(c.out) - n
+	return b[hl:], slot
+}
+
+// FrameRoom is the largest payload a frame reserved now can carry without
+// being split or moved later: over TLS 1.3 what fills the open TLS record
+// (a whole record's worth when it has little room left), otherwise what
+// fills one 64 KiB pool buffer. A writer that produces its bytes in place
+// (Noise) sizes its frames by it; larger frames work, at the cost of a
+// copy.
+func (c *Conn) FrameRoom() int {
+	hdr := 4 // the header of a payload of 126 to 65,535 bytes
 	if c.role == ws.Client {
-		h.Masked = true
-		h.Key = ws.NewMaskKey()
-		slot.key, slot.masked = h.Key, true
+		hdr += 4
 	}
-	if !op.IsControl() {
-		c.eng.metrics.frames[1].Inc()
-		c.eng.metrics.layerBytes[1].Add(float64(n))
+	if !c.recordMode() {
+		return bufpool.Medium - ws.MaxHeaderSize
 	}
-	size := ws.HeaderSize(h.Length, h.Masked) + n
-	if c.out != nil && len(c.out)+size > cap(c.out) && size <= bufpool.Medium {
-		c.flush()
+	free := c.recordFree()
+	if free < minRecordRoom {
+		free = tls13.MaxPlaintext
 	}
-	if c.out == nil {
-		c.out = bufpool.Get(size)
-	} else {
-		c.out = bufpool.Grow(c.out, size)
-	}
-	c.out = ws.AppendHeader(c.out, h)
-	slot.start = len(c.out)
-	c.out = c.out[:slot.start+n]
-	return c.out[slot.start:], slot
+	return free - hdr
 }
 
 // CommitFrame finishes a frame whose payload ReserveFrame returned and the
@@ -113,12 +182,14 @@ func (c *Conn) CommitFrame(slot FrameSlot) {
 
 // writeRaw queues bytes that are not a frame (HTTP handshake lines).
 func (c *Conn) writeRaw(p []byte) {
-	if c.out == nil {
-		c.out = bufpool.Get(len(p))
-	} else {
-		c.out = bufpool.Grow(c.out, len(p))
+	for len(p) > 0 {
+		k := len(p)
+		if c.recordMode() {
+			k = min(k, c.recordFree())
+		}
+		copy(c.appendSpace(k), p)
+		p = p[k:]
 	}
-	c.out = append(c.out, p...)
 }
 
 // flush hands the pass's outbound bytes to the kernel with one write(2).
@@ -127,10 +198,13 @@ func (c *Conn) writeRaw(p []byte) {
 // for the peer to read (waitWritable): its input is not processed
 // meanwhile, which is the backpressure.
 func (c *Conn) flush() {
+	if c.recordMode() {
+		c.finishRecords() // seal the open record, then the control records
+	}
 	out := c.out
 	c.out = nil
-	if c.tls != nil {
-		out = c.tls.seal(out) // encrypt-on-flush hook
+	if c.tls != nil && c.tls.rec == nil {
+		out = c.tls.seal(out) // crypto/tls: encrypt on flush (or hold until the handshake ends)
 	}
 	if out == nil {
 		return

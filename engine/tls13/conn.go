@@ -48,6 +48,15 @@ const (
 	// keyUpdateRecordLen is a sealed KeyUpdate: header, the 4-byte
 	// handshake header, request_update, content type, tag.
 	keyUpdateRecordLen = HeaderLen + 4 + 1 + 1 + TagLen
+	// MaxSealGrowth is the most SealInPlace adds to its buffer: the content
+	// type and tag, and the KeyUpdate records it may insert in front (the
+	// one the peer asked for and one at the key-usage limit). A caller that
+	// keeps this much spare capacity behind a record is never reallocated.
+	MaxSealGrowth = 1 + TagLen + 2*keyUpdateRecordLen
+	// MaxControlLen bounds what AppendPending or AppendAlert append: a
+	// KeyUpdate, or an alert record (header, level, description, content
+	// type, tag).
+	MaxControlLen = keyUpdateRecordLen
 	// maxControlRun bounds the records in a row that carry no application
 	// data (KeyUpdate, NewSessionTicket, empty application_data). A
 	// KeyUpdate costs three HKDF expansions and a new AEAD (about 5 µs) for
@@ -243,6 +252,10 @@ func (c *Conn) update(d *direction) {
 func (c *Conn) Release() {
 	c.r.aead, c.w.aead = nil, nil
 }
+
+// Holding reports whether an AEAD state is built, that is whether Release
+// would free anything.
+func (c *Conn) Holding() bool { return c.r.aead != nil || c.w.aead != nil }
 
 // Close forgets the secrets and keys ("Servers and clients MUST forget the
 // secret values and keys established in failed connections", §6) and

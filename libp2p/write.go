@@ -20,6 +20,9 @@ const maxSealInput = bufpool.Medium - ws.MaxHeaderSize - security.FrameHeader - 
 
 // writeSecure sends bytes through the security layer, one WebSocket message
 // per Noise frame, sealed straight into the connection's outbound buffer.
+// Each frame is sized to what the buffer takes without moving it again
+// (engine.Conn.FrameRoom): up to 64 KiB, or over TLS 1.3 what fills the
+// open TLS record, so the record is sealed where the Noise frame was.
 func (pc *PeerConn) writeSecure(pt []byte) {
 	if len(pt) == 0 {
 		return
@@ -30,7 +33,7 @@ func (pc *PeerConn) writeSecure(pt []byte) {
 	}
 	c := pc.c
 	for len(pt) > 0 && c.IsOpen() {
-		k := min(len(pt), maxSealInput)
+		k := min(len(pt), maxSealInput, c.FrameRoom()-security.FrameHeader-security.TagSize)
 		dst, slot := c.ReserveFrame(true, ws.OpBinary, security.SealedLen(k))
 		if _, err := pc.sec.AppendFrame(dst[:0], pt[:k]); err != nil {
 			c.Fail(pc.failure(err))

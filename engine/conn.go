@@ -42,6 +42,16 @@ type Ticker interface {
 	Tick(c *Conn, now time.Time)
 }
 
+// PassEnder is a Stage that batches what one read pass gives it: EndPass
+// runs once after the pass's input has been delivered (every Data call of
+// the pass), before the engine writes the pass's output, with the
+// connection's lock held. A stage that answers per pass rather than per
+// Data call (libp2p's: a peer's WebSocket frames may be a few KiB each)
+// writes fewer, larger frames.
+type PassEnder interface {
+	EndPass(c *Conn)
+}
+
 // Drainer is a Stage that can tell when its connection may be closed
 // without cutting work short. GoingAway runs with the connection's lock
 // held when a drain starts and at each of the drain's polls after; it may
@@ -341,8 +351,19 @@ func (c *Conn) onRequest() error {
 	c.eng.metrics.bytesIn.Add(float64(n))
 	c.receive(b)
 	r.Release()
+	c.endPass()
 	c.flush()
 	return nil
+}
+
+// endPass tells a PassEnder stage that the pass's input is delivered.
+func (c *Conn) endPass() {
+	if c.state != stateOpen && c.state != stateClosing {
+		return
+	}
+	if pe, ok := c.stage.(PassEnder); ok {
+		pe.EndPass(c)
+	}
 }
 
 // input runs b through the pipeline.

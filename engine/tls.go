@@ -435,6 +435,7 @@ func (t *tlsConn) handshake(start time.Time) {
 		}
 		c.guarded(c.tlsDecrypt) // records that came behind the handshake
 	}
+	c.guarded(c.endPass)
 	c.flush()
 	c.unlock()
 }

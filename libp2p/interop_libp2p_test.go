@@ -21,8 +21,10 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/websocket"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/testutil"
+	"github.com/swarmgate/swarmgate/mux"
 )
 
 // go-libp2p v0.51.0 as the client of our host: identify (its identify
@@ -264,5 +266,33 @@ func TestLibp2pServerInterop(t *testing.T) {
 			t.Fatalf("go-libp2p did not identify us: agent %v", av)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// With an output queue too small for multistream's answers, go-libp2p's
+// lazy negotiation (header, protocol and the first data in one write)
+// leaves the data buffered while our answer waits: once the answer is out,
+// the echo handler gets exactly the data, not the negotiation's bytes.
+func TestLibp2pNegotiationAnswerWaits(t *testing.T) {
+	srv, addr := startHost(t, Config{Mux: mux.Config{MaxOutput: 24}})
+	if err := srv.Handle(ProtoEcho, EchoStream); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Transport(websocket.New), libp2p.Security(noise.ID, noise.New))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cli.Connect(ctx, peer.AddrInfo{ID: srv.ID(), Addrs: []ma.Multiaddr{addr}}); err != nil {
+		t.Fatal(err)
+	}
+	libp2pEchoes(t, ctx, cli, srv.ID(), 16, 1000)
+	reg, _ := testHosts.Load(srv)
+	for k, v := range testutil.Gather(t, reg.(*prometheus.Registry)) {
+		if strings.Contains(k, "reset") && v > 0 {
+			t.Errorf("%s = %v", k, v)
+		}
 	}
 }

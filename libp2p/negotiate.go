@@ -125,9 +125,20 @@ func (ng *negotiator) write(st *mux.Stream, out []byte) {
 }
 
 func (ng *negotiator) OnData(st *mux.Stream, p []byte) int {
+	n, ready := ng.consume(st, p)
+	if ready {
+		// Inside the delivery: the rest of p goes to the new handler.
+		ng.select_(st)
+	}
+	return n
+}
+
+// consume runs p through multistream-select and returns how much of it the
+// negotiation took and whether the protocol is chosen and answered.
+func (ng *negotiator) consume(st *mux.Stream, p []byte) (int, bool) {
 	ng.start(st)
 	if len(ng.pending) > 0 {
-		return 0 // answer the next message once the last answer is out
+		return 0, false // answer the next message once the last answer is out
 	}
 	out, n, err := ng.lst.Input(nil, p)
 	if len(out) > 0 {
@@ -136,12 +147,9 @@ func (ng *negotiator) OnData(st *mux.Stream, p []byte) int {
 	if err != nil {
 		ng.done()
 		ng.pc.refuse(st, resetNegotiationFailed)
-		return len(p)
+		return len(p), false
 	}
-	if ng.lst.Done() && len(ng.pending) == 0 {
-		ng.select_(st)
-	}
-	return n
+	return n, ng.lst.Done() && len(ng.pending) == 0
 }
 
 // select_ hands the stream to the chosen protocol, once the resource model
@@ -200,11 +208,34 @@ func (ng *negotiator) OnWritable(st *mux.Stream) {
 		return
 	}
 	if b := st.Peek(); len(b) > 0 {
-		st.Discard(ng.OnData(st, b))
+		// Outside a delivery, the negotiation's bytes leave the buffer
+		// before the chosen protocol's handler is installed: SetHandler
+		// presents everything still buffered to it.
+		n, ready := ng.consume(st, b)
+		if st.State() == mux.StreamReset {
+			return
+		}
+		st.Discard(n)
+		if ready {
+			ng.select_(st)
+			return
+		}
+	}
+	if len(ng.pending) == 0 && st.State() == mux.StreamRemoteClosed {
+		ng.OnFIN(st) // the peer ended before choosing a protocol
 	}
 }
 
-func (ng *negotiator) OnFIN(st *mux.Stream) { ng.done(); st.Reset() }
+// OnFIN ends a negotiation the peer abandoned. One whose answer is still
+// waiting for room, with the peer's next bytes buffered behind it, goes on
+// (OnWritable): the FIN reaches the chosen protocol's handler after them.
+func (ng *negotiator) OnFIN(st *mux.Stream) {
+	if len(ng.pending) > 0 {
+		return
+	}
+	ng.done()
+	st.Reset()
+}
 
 func (ng *negotiator) OnReset(*mux.Stream, error) { ng.done() }
 

@@ -9,14 +9,22 @@ import (
 )
 
 // Data receives the WebSocket byte stream; message boundaries mean nothing.
+// What the layers answer is sent once the read pass ends (EndPass): a peer
+// whose WebSocket frames are small (go-libp2p's client sends 4 KiB frames)
+// gets one Noise frame per pass, not one per WebSocket frame.
 func (pc *PeerConn) Data(c *engine.Conn, _ ws.Opcode, p []byte, _ bool) error {
-	err := pc.input(p)
-	pc.flush()
-	if err != nil {
+	if err := pc.input(p); err != nil {
+		pc.flush()
 		return pc.failure(err)
 	}
-	pc.schedule()
 	return nil
+}
+
+// EndPass sends what the pass's input made the session queue and moves the
+// connection's deadline (engine.PassEnder).
+func (pc *PeerConn) EndPass(c *engine.Conn) {
+	pc.flush()
+	pc.schedule()
 }
 
 // input runs p through the layers, keeping what no layer could use yet.

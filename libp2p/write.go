@@ -34,27 +34,47 @@ func (pc *PeerConn) writeSecure(pt []byte) {
 	c := pc.c
 	for len(pt) > 0 && c.IsOpen() {
 		k := min(len(pt), maxSealInput, c.FrameRoom()-security.FrameHeader-security.TagSize)
-		dst, slot := c.ReserveFrame(true, ws.OpBinary, security.SealedLen(k))
-		if _, err := pc.sec.AppendFrame(dst[:0], pt[:k]); err != nil {
-			c.Fail(pc.failure(err))
+		if !pc.sealFrame(pt[:k]) {
 			return
 		}
-		pc.h.metrics.frames[1].Inc()
-		pc.h.metrics.layerBytes[1].Add(float64(k))
-		c.CommitFrame(slot) // flushes once MaxOutbound bytes are queued
 		pt = pt[k:]
 	}
 }
 
-// flush moves the session's queued frames to the WebSocket.
+// sealFrame seals pt as one Noise frame in one WebSocket message, straight
+// into the connection's outbound buffer; false when the connection failed.
+func (pc *PeerConn) sealFrame(pt []byte) bool {
+	c := pc.c
+	dst, slot := c.ReserveFrame(true, ws.OpBinary, security.SealedLen(len(pt)))
+	if _, err := pc.sec.AppendFrame(dst[:0], pt); err != nil {
+		c.Fail(pc.failure(err))
+		return false
+	}
+	pc.h.metrics.frames[1].Inc()
+	pc.h.metrics.layerBytes[1].Add(float64(len(pt)))
+	c.CommitFrame(slot) // flushes once MaxOutbound bytes are queued
+	return true
+}
+
+// flush moves the session's queued frames to the WebSocket: each run of
+// queued output is sealed from where it lies in the session's queues
+// straight into the connection's outbound buffer, one Noise frame per run.
 func (pc *PeerConn) flush() {
 	if pc.sess == nil {
 		return
 	}
-	for pc.sess.HasOutput() && pc.c.IsOpen() {
-		buf := bufpool.Get(maxSealInput)
-		pt := pc.sess.AppendOutput(buf, maxSealInput)
-		pc.writeSecure(pt)
-		bufpool.Put(pt)
+	c := pc.c
+	for pc.sess.HasOutput() && c.IsOpen() {
+		if pc.sec == nil { // plaintext (measurement only)
+			pt := pc.sess.NextOutput(maxSealInput)
+			c.WriteMessage(ws.OpBinary, pt)
+			pc.sess.ConsumeOutput(len(pt))
+			continue
+		}
+		pt := pc.sess.NextOutput(min(maxSealInput, c.FrameRoom()-security.FrameHeader-security.TagSize))
+		if !pc.sealFrame(pt) {
+			return
+		}
+		pc.sess.ConsumeOutput(len(pt))
 	}
 }

@@ -109,3 +109,129 @@ func (q *queue) release(m Meter) {
 	}
 	q.b, q.off = nil, 0
 }
+
+// segq is the data queue: a FIFO of pooled segments that no frame
+// straddles, so appending never moves queued bytes (no compaction, no
+// growth copy) and the consumer takes frames from the head segment where
+// they lie (Session.NextOutput). A segment is sized by the frame that
+// starts it: the small class for small writes, one 64 KiB class for a full
+// Data frame. Each segment's class is charged to the meter while queued.
+type segq struct {
+	segs [][]byte // live bytes: segs[0][off:], then segs[1:] whole
+	off  int
+	n    int
+}
+
+func (q *segq) len() int    { return q.n }
+
+// charged is the capacity of the segments held: what the meter was
+// charged for them.
+func (q *segq) charged() int {
+	c := 0
+	for _, b := range q.segs {
+		c += cap(b)
+	}
+	return c
+}
+func (q *segq) empty() bool { return q.n == 0 }
+
+// head is the live bytes of the first segment.
+func (q *segq) head() []byte {
+	if len(q.segs) == 0 {
+		return nil
+	}
+	return q.segs[0][q.off:]
+}
+
+// tailRoom is what the last segment can still take.
+func (q *segq) tailRoom() int {
+	if len(q.segs) == 0 {
+		return 0
+	}
+	t := q.segs[len(q.segs)-1]
+	return cap(t) - len(t)
+}
+
+// tailLen is the length of the last segment (where the next byte goes).
+func (q *segq) tailLen() int {
+	if len(q.segs) == 0 {
+		return 0
+	}
+	return len(q.segs[len(q.segs)-1])
+}
+
+// onlySegment reports whether the tail is also the head.
+func (q *segq) onlySegment() bool { return len(q.segs) == 1 }
+
+// grow starts a segment with room for at least n bytes, charged to m
+// regardless (the data queue is bounded by MaxOutput).
+func (q *segq) grow(n int, m Meter) {
+	if m != nil {
+		m.Charge(bufpool.Class(n))
+	}
+	q.segs = append(q.segs, bufpool.Get(n))
+}
+
+// write appends p to the last segment, which must have room.
+func (q *segq) write(p []byte) {
+	t := &q.segs[len(q.segs)-1]
+	*t = append(*t, p...)
+	q.n += len(p)
+}
+
+// tail returns the last segment, for patching a header written in it.
+func (q *segq) tail() []byte { return q.segs[len(q.segs)-1] }
+
+// discard drops k bytes from the front, returning each segment emptied.
+func (q *segq) discard(k int, m Meter) {
+	q.off += k
+	q.n -= k
+	for len(q.segs) > 0 && q.off == len(q.segs[0]) && (len(q.segs) > 1 || q.n == 0) {
+		q.drop(m)
+	}
+}
+
+// drop returns the head segment.
+func (q *segq) drop(m Meter) {
+	b := q.segs[0]
+	if m != nil {
+		m.Release(cap(b))
+	}
+	bufpool.Put(b)
+	copy(q.segs, q.segs[1:])
+	q.segs[len(q.segs)-1] = nil
+	q.segs = q.segs[:len(q.segs)-1]
+	q.off = 0
+	if len(q.segs) == 0 {
+		q.segs = nil // an idle session keeps no segment list
+	}
+}
+
+// truncate keeps only the next k bytes of the head segment.
+func (q *segq) truncate(k int, m Meter) {
+	for len(q.segs) > 1 {
+		last := q.segs[len(q.segs)-1]
+		if m != nil {
+			m.Release(cap(last))
+		}
+		bufpool.Put(last)
+		q.segs[len(q.segs)-1] = nil
+		q.segs = q.segs[:len(q.segs)-1]
+	}
+	if len(q.segs) == 1 {
+		q.segs[0] = q.segs[0][:q.off+k]
+	}
+	q.n = k
+	if k == 0 {
+		q.release(m)
+	}
+}
+
+// release returns every segment.
+func (q *segq) release(m Meter) {
+	for len(q.segs) > 0 {
+		q.off = len(q.segs[0])
+		q.drop(m)
+	}
+	q.off, q.n = 0, 0
+}

@@ -54,6 +54,48 @@ func checkInvariants(t testing.TB, s *Session) {
 	if s.ctl.len() > s.cfg.MaxControlOutput+HeaderLen {
 		t.Fatalf("control queue %d", s.ctl.len())
 	}
+	checkDataQueue(t, s)
+}
+
+// checkDataQueue walks the data queue's segments: their live bytes add up,
+// and every frame lies whole in one segment (NextOutput's runs and the
+// header parse in consume rely on it).
+func checkDataQueue(t testing.TB, s *Session) {
+	t.Helper()
+	q := &s.data
+	total := 0
+	for i, seg := range q.segs {
+		b := seg
+		if i == 0 {
+			b = seg[q.off:]
+			skip := min(s.dataMid, len(b)) // the rest of a frame partly sent
+			if s.dataMid > len(b) {
+				t.Fatalf("frame being sent (%d left) runs past its segment (%d)", s.dataMid, len(b))
+			}
+			total += skip
+			b = b[skip:]
+		}
+		for len(b) > 0 {
+			h, n, err := ParseHeader(b)
+			if err != nil {
+				t.Fatalf("segment %d: a header split or bad: %v (%d bytes left)", i, err, len(b))
+			}
+			if h.Type == TypeData {
+				n += int(h.Length)
+			}
+			if n > len(b) {
+				t.Fatalf("segment %d: a frame of %d bytes with %d left", i, n, len(b))
+			}
+			b = b[n:]
+			total += n
+		}
+	}
+	if total != q.n {
+		t.Fatalf("data queue holds %d bytes, counts %d", total, q.n)
+	}
+	if q.n == 0 && q.segs != nil {
+		t.Fatal("an empty data queue keeps segments")
+	}
 }
 
 // fuzzHandler acts on streams according to the script.

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/swarmgate/swarmgate/internal/bufpool"
 )
 
 // Session is one yamux session (one per connection), as a sans-IO state
@@ -51,9 +53,9 @@ type Session struct {
 	// Send side: control frames go out before stream data, switching only
 	// at frame boundaries.
 	ctl          queue
-	data         queue
+	data         segq
 	dataMid      int // bytes left of a data-queue frame partly drained
-	lastFrame    int // offset in data.b of the last Data frame, -1 if none
+	lastFrame    int // offset in the data queue's last segment of the last Data frame, -1 if none
 	lastID       uint32
 	lastLen      int
 	pendingPongs int
@@ -479,7 +481,7 @@ func (s *Session) end(err error) {
 	// a frame already partly sent, which must complete so that the GoAway
 	// after it is still framed.
 	if s.dataMid > 0 {
-		s.data.b = s.data.b[:s.data.off+s.dataMid]
+		s.data.truncate(s.dataMid, s.cfg.Memory)
 	} else {
 		s.data.release(s.cfg.Memory)
 	}
@@ -502,13 +504,25 @@ func (s *Session) queueCtl(h Header) {
 	s.ctl.b = AppendHeader(s.ctl.b, h)
 }
 
-// reserveData makes room for n bytes in the data queue, keeping lastFrame
-// pointing at the same frame.
-func (s *Session) reserveData(n int) {
-	if shift, _ := s.data.reserve(n, s.cfg.Memory, -1, 0); shift != 0 && s.lastFrame >= 0 {
-		s.lastFrame -= shift
+// queueDataCtl queues a frame without payload (a FIN, an RST) in the data
+// queue, behind the stream data already queued.
+func (s *Session) queueDataCtl(h Header) {
+	if s.data.tailRoom() < HeaderLen {
+		s.data.grow(HeaderLen, s.cfg.Memory)
 	}
+	var b [HeaderLen]byte
+	s.data.write(AppendHeader(b[:0], h))
+	s.lastFrame = -1
 }
+
+// minFramePiece is the least payload a Data frame starts with at the end
+// of a data-queue segment; with less room left, the frame starts a segment
+// of its own.
+const minFramePiece = 1 << 10
+
+// dataSegment is the size of a data-queue segment started while data is
+// queued: one full Data frame.
+const dataSegment = bufpool.Medium
 
 // remove takes a stream out of the session's table and counters.
 // track adds a live stream, creating the table on first use.
@@ -700,9 +714,10 @@ func (s *Session) room() int64 {
 }
 
 // headroom is what may still be charged without refusal: the output
-// queues' room up to MaxOutput and MaxControlOutput, and MemoryHeadroom.
+// queues' room up to MaxOutput (plus the slack of a data-queue segment a
+// frame did not fill) and MaxControlOutput, and MemoryHeadroom.
 func (s *Session) headroom() int64 {
-	h := max(s.cfg.MaxOutput-cap(s.data.b), 0) + max(s.cfg.MaxControlOutput-cap(s.ctl.b), 0) + s.cfg.MemoryHeadroom
+	h := max(s.cfg.MaxOutput+dataSegment-s.data.charged(), 0) + max(s.cfg.MaxControlOutput-cap(s.ctl.b), 0) + s.cfg.MemoryHeadroom
 	return int64(h)
 }
 
@@ -749,49 +764,80 @@ func (s *Session) AppendOutput(dst []byte, limit int) []byte {
 	if limit <= 0 {
 		limit = math.MaxInt
 	}
-	if s.dataMid > 0 {
-		dst, limit = s.takeData(dst, limit, true)
-	}
-	if s.dataMid == 0 && !s.ctl.empty() {
-		k := min(s.ctl.len(), limit)
-		dst = append(dst, s.ctl.bytes()[:k]...)
-		s.ctl.discard(k, s.cfg.Memory)
-		limit -= k
-		if s.ctl.empty() {
-			s.pendingPongs = 0
+	for limit > 0 {
+		b := s.NextOutput(limit)
+		if len(b) == 0 {
+			break
 		}
-	}
-	if s.ctl.empty() {
-		dst, _ = s.takeData(dst, limit, false)
+		dst = append(dst, b...)
+		s.consume(len(b))
+		limit -= len(b)
 	}
 	s.notifyWritable()
 	return dst
 }
 
-// takeData copies data-queue bytes, frame by frame so that dataMid tracks
-// a frame cut by the budget.
-func (s *Session) takeData(dst []byte, budget int, onlyCurrent bool) ([]byte, int) {
-	for budget > 0 && !s.data.empty() {
+// NextOutput returns the next queued output, at most limit bytes (limit ≤
+// 0: no limit), where it lies in the session's queues: no copy. The slice
+// is valid until the session is used again; the caller sends some or all
+// of it and reports how much with ConsumeOutput before anything else
+// touches the session. Control frames go before stream data, switching
+// only at Data frame boundaries; a run of stream data is one or more
+// frames of one queue segment (at most 64 KiB).
+func (s *Session) NextOutput(limit int) []byte {
+	if limit <= 0 {
+		limit = math.MaxInt
+	}
+	var b []byte
+	switch {
+	case s.dataMid > 0 && !s.ctl.empty():
+		b = s.data.head()[:s.dataMid] // finish the frame, then the control frames
+	case s.dataMid > 0 || s.ctl.empty():
+		b = s.data.head()
+	default:
+		b = s.ctl.bytes()
+	}
+	return b[:min(len(b), limit)]
+}
+
+// ConsumeOutput records that the first n bytes NextOutput returned were
+// sent. Freeing queue space may call Handler.OnWritable, whose writes
+// NextOutput returns next.
+func (s *Session) ConsumeOutput(n int) {
+	if n == 0 {
+		return
+	}
+	s.consume(n)
+	s.notifyWritable()
+}
+
+// consume drops n sent bytes from the queue NextOutput took them from.
+func (s *Session) consume(n int) {
+	if s.dataMid == 0 && !s.ctl.empty() {
+		s.ctl.discard(n, s.cfg.Memory)
+		if s.ctl.empty() {
+			s.pendingPongs = 0
+		}
+		return
+	}
+	m := s.cfg.Memory
+	for n > 0 {
 		if s.dataMid == 0 {
-			if onlyCurrent {
-				break
-			}
-			b := s.data.bytes()
+			// Frames lie whole in one segment: the header is here.
+			b := s.data.head()
 			s.dataMid = HeaderLen
 			if FrameType(b[1]) == TypeData {
 				s.dataMid += int(binary.BigEndian.Uint32(b[8:12]))
 			}
 		}
-		k := min(s.dataMid, budget)
-		dst = append(dst, s.data.bytes()[:k]...)
-		s.data.discard(k, s.cfg.Memory)
+		k := min(s.dataMid, n)
+		s.data.discard(k, m)
 		s.dataMid -= k
-		budget -= k
+		n -= k
 	}
 	if s.data.empty() {
 		s.lastFrame = -1
 	}
-	return dst, budget
 }
 
 // notifyWritable calls OnWritable for streams whose Write was short, once

@@ -47,6 +47,21 @@ type pipe struct {
 	now        time.Time
 	maxChunk   int
 	errC, errS error
+	// zeroCopy drains with NextOutput and ConsumeOutput, consuming a
+	// random prefix of each run, instead of AppendOutput.
+	zeroCopy bool
+}
+
+// out drains up to limit bytes of s's output onto dst.
+func (p *pipe) out(s *Session, dst []byte, limit int) []byte {
+	if !p.zeroCopy {
+		return s.AppendOutput(dst, limit)
+	}
+	b := s.NextOutput(limit)
+	k := 1 + p.rng.IntN(len(b))
+	dst = append(dst, b[:k]...)
+	s.ConsumeOutput(k)
+	return dst
 }
 
 func newPipe(t testing.TB, ccfg, scfg Config) *pipe {
@@ -83,11 +98,11 @@ func (p *pipe) run() {
 	for range 1 << 24 {
 		moved := false
 		if p.c.HasOutput() {
-			p.toS = p.c.AppendOutput(p.toS, 1+p.rng.IntN(p.maxChunk))
+			p.toS = p.out(p.c, p.toS, 1+p.rng.IntN(p.maxChunk))
 			moved = true
 		}
 		if p.s.HasOutput() {
-			p.toC = p.s.AppendOutput(p.toC, 1+p.rng.IntN(p.maxChunk))
+			p.toC = p.out(p.s, p.toC, 1+p.rng.IntN(p.maxChunk))
 			moved = true
 		}
 		if p.feed(p.s, &p.toS, &p.errS) {
@@ -151,9 +166,16 @@ func (c *collector) push(st *Stream) {
 }
 
 func TestEchoInMemory(t *testing.T) {
+	for _, zeroCopy := range []bool{false, true} {
+		t.Run(map[bool]string{false: "AppendOutput", true: "NextOutput"}[zeroCopy], func(t *testing.T) { echoInMemory(t, zeroCopy) })
+	}
+}
+
+func echoInMemory(t *testing.T, zeroCopy bool) {
 	for _, chunk := range []int{1, 7, 13, 1000, 1 << 20} {
 		p := newPipe(t, Config{}, echoServer())
 		p.maxChunk = chunk
+		p.zeroCopy = zeroCopy
 		size := 600 << 10
 		if chunk < 100 {
 			size = 20 << 10

@@ -234,29 +234,41 @@ func (st *Stream) Write(p []byte) (int, error) {
 	for total < len(p) && st.sendWindow > 0 {
 		room := s.cfg.MaxOutput - s.data.len()
 		rest := len(p) - total
-		if s.lastFrame >= s.data.off && s.lastID == st.id && s.lastLen < s.cfg.MaxFramePayload {
-			// Grow the last queued Data frame of this stream: small writes
-			// cost one header per frame, not per write.
-			n := min(rest, int(st.sendWindow), s.cfg.MaxFramePayload-s.lastLen, room)
-			if n <= 0 {
-				break
+		if s.lastFrame >= 0 && s.lastID == st.id && s.lastLen < s.cfg.MaxFramePayload &&
+			(!s.data.onlySegment() || s.lastFrame >= s.data.off) {
+			// Grow the last queued Data frame of this stream, not yet
+			// being sent, within its segment: small writes cost one
+			// header per frame, not per write.
+			n := min(rest, int(st.sendWindow), s.cfg.MaxFramePayload-s.lastLen, room, s.data.tailRoom())
+			if n > 0 {
+				s.data.write(p[total : total+n])
+				s.lastLen += n
+				putHeader(s.data.tail()[s.lastFrame:], Header{Type: TypeData, StreamID: st.id, Length: uint32(s.lastLen)})
+				st.sendWindow -= uint32(n)
+				total += n
+				continue
 			}
-			s.reserveData(n)
-			s.data.b = append(s.data.b, p[total:total+n]...)
-			s.lastLen += n
-			putHeader(s.data.b[s.lastFrame:], Header{Type: TypeData, StreamID: st.id, Length: uint32(s.lastLen)})
-			st.sendWindow -= uint32(n)
-			total += n
-			continue
 		}
 		n := min(rest, int(st.sendWindow), s.cfg.MaxFramePayload, room-HeaderLen)
 		if n <= 0 {
 			break
 		}
-		s.reserveData(HeaderLen + n)
-		s.lastFrame, s.lastID, s.lastLen = len(s.data.b), st.id, n
-		s.data.b = AppendHeader(s.data.b, Header{Type: TypeData, StreamID: st.id, Length: uint32(n)})
-		s.data.b = append(s.data.b, p[total:total+n]...)
+		// A frame lies within one segment: it takes what the last one
+		// holds, or starts a segment when that is less than a useful
+		// piece (one sized for this write when the queue is empty, a
+		// full frame's otherwise).
+		if s.data.tailRoom()-HeaderLen < min(n, minFramePiece) {
+			want := HeaderLen + n
+			if !s.data.empty() {
+				want = max(want, dataSegment)
+			}
+			s.data.grow(want, s.cfg.Memory)
+		}
+		n = min(n, s.data.tailRoom()-HeaderLen)
+		s.lastFrame, s.lastID, s.lastLen = s.data.tailLen(), st.id, n
+		var hdr [HeaderLen]byte
+		s.data.write(AppendHeader(hdr[:0], Header{Type: TypeData, StreamID: st.id, Length: uint32(n)}))
+		s.data.write(p[total : total+n])
 		st.sendWindow -= uint32(n)
 		total += n
 	}
@@ -293,9 +305,7 @@ func (st *Stream) CloseWrite() error {
 		return err
 	}
 	s := st.sess
-	s.reserveData(HeaderLen)
-	s.data.b = AppendHeader(s.data.b, Header{Type: TypeWindowUpdate, Flags: FlagFIN, StreamID: st.id})
-	s.lastFrame = -1
+	s.queueDataCtl(Header{Type: TypeWindowUpdate, Flags: FlagFIN, StreamID: st.id})
 	if st.state == StreamOpen {
 		st.state = StreamLocalClosed
 	} else {
@@ -353,9 +363,7 @@ func (st *Stream) ResetWithCode(code uint32) error {
 		// reset, say) goes out first: control frames overtake the data
 		// queue, and an RST ahead of the stream's data would drop it at
 		// the peer. Like a FIN, the RST may pass MaxOutput by 12 bytes.
-		s.reserveData(HeaderLen)
-		s.data.b = AppendHeader(s.data.b, rst)
-		s.lastFrame = -1
+		s.queueDataCtl(rst)
 	}
 	s.remove(st)
 	st.releaseBuffer()

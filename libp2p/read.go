@@ -1,6 +1,8 @@
 package libp2p
 
 import (
+	"encoding/binary"
+
 	"github.com/swarmgate/swarmgate/engine"
 	"github.com/swarmgate/swarmgate/internal/bufpool"
 	"github.com/swarmgate/swarmgate/mux"
@@ -50,7 +52,13 @@ func (pc *PeerConn) input(p []byte) error {
 	case pc.in != nil:
 		pc.in = pc.in[:copy(pc.in, rest)]
 	case len(rest) > 0 && err == nil:
-		nb, ok := bufpool.TryGet(budget, len(rest))
+		// A Noise frame split across reads: its length prefix says how
+		// large the buffer must grow, so it is taken at its class once.
+		need := len(rest)
+		if pc.sec != nil && pc.phase >= phaseMuxNego && len(rest) >= security.FrameHeader {
+			need = max(need, security.FrameHeader+int(binary.BigEndian.Uint16(rest)))
+		}
+		nb, ok := bufpool.TryGet(budget, need)
 		if !ok {
 			return errMemoryBudget
 		}

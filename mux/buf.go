@@ -122,7 +122,7 @@ type segq struct {
 	n    int
 }
 
-func (q *segq) len() int    { return q.n }
+func (q *segq) len() int { return q.n }
 
 // charged is the capacity of the segments held: what the meter was
 // charged for them.

@@ -327,3 +327,36 @@ func TestResetAfterQueuedData(t *testing.T) {
 		t.Fatalf("want the data then the RST, got %+v", hs)
 	}
 }
+
+// A stream whose handler leaves bytes unconsumed gets no more credit than
+// keeps what it holds plus what may still arrive within one pooled buffer,
+// whatever its window has grown to; its full window returns once nothing
+// is held.
+func TestHeldStreamCreditCapped(t *testing.T) {
+	s, sts := serverWith(t, Config{}, holding)
+	full := make([]byte, InitialWindow)
+	s.Input(frame(TypeData, FlagSYN, 1, InitialWindow, full...), t0)
+	st := (*sts)[0]
+	st.recvWindow = 4 << 20 // as auto-tuning would have grown it
+	drain(s)
+	grants := func() (n []uint32) {
+		for _, h := range parseFrames(t, drain(s)) {
+			if h.Type == TypeWindowUpdate && h.StreamID == 1 {
+				n = append(n, h.Length)
+			}
+		}
+		return n
+	}
+	st.Discard(10 << 10) // 246 KiB held: less than a useful grant fits
+	if g := grants(); len(g) != 0 {
+		t.Fatalf("grants %v while the buffer is nearly full", g)
+	}
+	st.Discard(100 << 10) // 146 KiB held: credit up to 256 KiB in all
+	if g := grants(); len(g) != 1 || g[0] != 110<<10 {
+		t.Fatalf("grants %v, want one of 110 KiB", g)
+	}
+	st.Discard(st.Buffered()) // nothing held: the window's worth
+	if g := grants(); len(g) != 1 || g[0] != 4<<20-110<<10 {
+		t.Fatalf("grants %v, want the rest of the 4 MiB window", g)
+	}
+}

@@ -586,6 +586,19 @@ func (st *Stream) grant() {
 	if free < st.recvWindow/2 {
 		return
 	}
+	// A stream holding bytes its handler has not consumed (an echo whose
+	// own peer reads slowly) gains nothing from more credit than keeps
+	// what it holds and may receive within one pooled buffer: its data
+	// would only wait longer. So its buffer stays a pool class (no large
+	// allocation, no doubling, no copy into it), and the full window
+	// returns once the handler catches up.
+	held := st.rb.len() > 0
+	if held && used+free > classLarge {
+		if used+minHeldGrant > classLarge {
+			return // granted when the handler consumes (deliver, Discard)
+		}
+		free = classLarge - used
+	}
 	// The credit we grant may all arrive and be held: withhold it while the
 	// meter, less the credit already granted, cannot afford it (the peer
 	// waits, as flow control intends) and grant it once buffers are
@@ -609,7 +622,7 @@ func (st *Stream) grant() {
 		s.withheld--
 	}
 	now := s.mono()
-	if s.rtt > 0 && st.lastGrant != 0 && now-st.lastGrant < 4*int64(s.rtt) && st.recvWindow < s.cfg.MaxWindow {
+	if !held && s.rtt > 0 && st.lastGrant != 0 && now-st.lastGrant < 4*int64(s.rtt) && st.recvWindow < s.cfg.MaxWindow {
 		nw := s.cfg.MaxWindow
 		if st.recvWindow <= nw/2 {
 			nw = st.recvWindow * 2
@@ -628,6 +641,10 @@ func (st *Stream) grant() {
 	s.extra += int64(free)
 	s.queueCtl(Header{Type: TypeWindowUpdate, StreamID: st.id, Length: free})
 }
+
+// minHeldGrant is the least window update a stream holding data gets:
+// smaller ones would cost a frame each for little.
+const minHeldGrant = 32 << 10
 
 // remoteFIN applies a FIN from the peer.
 func (st *Stream) remoteFIN() {

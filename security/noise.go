@@ -8,7 +8,6 @@ import (
 	"io"
 	"slices"
 
-	"github.com/flynn/noise"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	cryptopb "github.com/libp2p/go-libp2p/core/crypto/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -143,7 +142,7 @@ const (
 // concurrent use; one event loop owns it.
 type Handshake struct {
 	cfg       *Noise
-	hs        *noise.HandshakeState
+	hs        *xx // released once done
 	dh        x25519
 	expected  peer.ID
 	step      uint8
@@ -188,16 +187,9 @@ func (n *Noise) NewInitiator(expected peer.ID) *Handshake {
 
 func (h *Handshake) init(n *Noise, initiator bool, expected peer.ID) {
 	h.cfg, h.expected, h.initiator = n, expected, initiator
-	h.dh = x25519{static: n.static, staticPriv: n.staticPriv}
-	// NewHandshakeState cannot fail for XX without a PSK.
-	h.hs, _ = noise.NewHandshakeState(noise.Config{
-		CipherSuite:   suite{&h.dh},
-		Random:        n.rand,
-		Pattern:       noise.HandshakeXX,
-		Initiator:     initiator,
-		StaticKeypair: noise.DHKey{Private: n.staticPriv, Public: n.staticPub},
-		// Prologue: empty (libp2p noise over WebSocket never sets one).
-	})
+	h.dh = x25519{static: n.static}
+	h.hs = new(xx)
+	h.hs.init(&h.dh, n.staticPub, n.rand, initiator)
 }
 
 // Start appends the initiator's first message (its ephemeral key, empty
@@ -206,7 +198,7 @@ func (h *Handshake) Start(out []byte) ([]byte, error) {
 	if h.step != hsStart {
 		return out, nil
 	}
-	out, err := h.write(out, nil)
+	out, err := h.write(out, 1, nil)
 	if err != nil {
 		return out, h.fail(err)
 	}
@@ -245,15 +237,15 @@ func (h *Handshake) Input(out, in []byte) (_ []byte, consumed int, err error) {
 		case hsReadMsg1:
 			// msg 1 payload: go ignores it, rust requires it empty. It is
 			// unauthenticated plaintext, so we ignore it.
-			if _, err := h.read(msg); err != nil {
+			if _, err := h.read(1, msg); err != nil {
 				return out, consumed, h.fail(err)
 			}
-			if out, err = h.write(out, h.cfg.payload); err != nil {
+			if out, err = h.write(out, 2, h.cfg.payload); err != nil {
 				return out, consumed, h.fail(err)
 			}
 			h.step = hsReadMsg3
 		case hsReadMsg2:
-			payload, err := h.read(msg)
+			payload, err := h.read(2, msg)
 			if err != nil {
 				return out, consumed, h.fail(err)
 			}
@@ -262,13 +254,14 @@ func (h *Handshake) Input(out, in []byte) (_ []byte, consumed int, err error) {
 			if err != nil {
 				return out, consumed, h.fail(err)
 			}
-			if out, err = h.write(out, h.cfg.payload); err != nil {
+			if out, err = h.write(out, 3, h.cfg.payload); err != nil {
 				return out, consumed, h.fail(err)
 			}
+			h.finish()
 			h.result.Muxer = matchMuxers(h.cfg.muxers, remote)
 			h.step, h.hs = hsDone, nil
 		case hsReadMsg3:
-			payload, err := h.read(msg)
+			payload, err := h.read(3, msg)
 			if err != nil {
 				return out, consumed, h.fail(err)
 			}
@@ -276,6 +269,7 @@ func (h *Handshake) Input(out, in []byte) (_ []byte, consumed int, err error) {
 			if err != nil {
 				return out, consumed, h.fail(err)
 			}
+			h.finish()
 			h.result.Muxer = matchMuxers(remote, h.cfg.muxers)
 			h.step, h.hs = hsDone, nil
 		}
@@ -300,48 +294,48 @@ func (h *Handshake) Result() Result { return h.result }
 // h; never copy a Session after use (two copies would reuse nonces).
 func (h *Handshake) Session() *Session { return &h.session }
 
-// write appends one length-prefixed handshake message carrying payload.
-func (h *Handshake) write(out, payload []byte) ([]byte, error) {
+// write appends one length-prefixed handshake message, number msg of the
+// pattern, carrying payload.
+func (h *Handshake) write(out []byte, msg int, payload []byte) ([]byte, error) {
 	start := len(out)
-	msg, cs1, cs2, err := h.hs.WriteMessage(append(out, 0, 0), payload)
+	out, err := h.hs.writeMessage(append(out, 0, 0), msg, payload)
 	if err != nil {
-		return out, classify(err)
+		return out[:start], classify(err)
 	}
-	binary.BigEndian.PutUint16(msg[start:], uint16(len(msg)-start-2))
-	if cs1 != nil {
-		h.finish(cs1, cs2)
-	}
-	return msg, nil
+	binary.BigEndian.PutUint16(out[start:], uint16(len(out)-start-2))
+	return out, nil
 }
 
-// read processes one handshake message and returns its decrypted payload.
-func (h *Handshake) read(msg []byte) ([]byte, error) {
-	payload, cs1, cs2, err := h.hs.ReadMessage(nil, msg)
+// read processes handshake message number msg and returns its decrypted
+// payload.
+func (h *Handshake) read(msg int, in []byte) ([]byte, error) {
+	payload, err := h.hs.readMessage(msg, in)
 	if err != nil {
 		return nil, classify(err)
-	}
-	if cs1 != nil {
-		h.finish(cs1, cs2)
 	}
 	return payload, nil
 }
 
-// finish keys the transport session from Split's cipher states: the
-// initiator encrypts with the first and decrypts with the second, the
-// responder the other way round (Noise spec §5.3).
-func (h *Handshake) finish(cs1, cs2 *noise.CipherState) {
-	if !h.initiator {
-		cs1, cs2 = cs2, cs1
+// finish keys the transport session from Split: the initiator encrypts
+// with the first key and decrypts with the second, the responder the other
+// way round (Noise spec §5.2 Split).
+func (h *Handshake) finish() {
+	h.hash = append(h.hash[:0], h.hs.sym.h[:]...)
+	k1, k2 := h.hs.sym.split()
+	if h.initiator {
+		h.session.init(k1, k2)
+	} else {
+		h.session.init(k2, k1)
 	}
-	h.session.init(cs1.UnsafeKey(), cs2.UnsafeKey())
-	h.hash = h.hs.ChannelBinding()
+	clear(k1[:])
+	clear(k2[:])
 }
 
 // verify checks the remote payload against the remote static key from the
 // handshake state and records the result. It returns the remote's muxer
 // list (nil if absent or too long).
 func (h *Handshake) verify(payload []byte) ([]string, error) {
-	key, id, muxers, err := verifyPayload(payload, h.hs.PeerStatic(), h.expected)
+	key, id, muxers, err := verifyPayload(payload, h.hs.rs[:], h.expected)
 	if err != nil {
 		return nil, err
 	}
@@ -349,17 +343,15 @@ func (h *Handshake) verify(payload []byte) ([]string, error) {
 	return muxers, nil
 }
 
-// classify maps a flynn/noise error to our reason tokens by type: a short
-// message, a failed X25519, or (the only other failure ReadMessage has)
-// an AEAD tag that did not verify.
+// classify maps a handshake state error to our reason tokens by type: a
+// short message or a failed X25519 is malformed, a tag that did not verify
+// is an authentication failure, anything else (the random source) is
+// reported as malformed too.
 func classify(err error) error {
-	var dhe dhError
-	switch {
-	case errors.Is(err, noise.ErrShortMessage), errors.As(err, &dhe):
-		return ErrMalformed.wrap(err)
-	default:
+	if errors.Is(err, errDecrypt) {
 		return ErrAuthFailed.wrap(err)
 	}
+	return ErrMalformed.wrap(err)
 }
 
 // parseHandshakeMessage returns the next length-prefixed handshake message.

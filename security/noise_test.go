@@ -518,30 +518,32 @@ func FuzzResponder(f *testing.F) {
 	})
 }
 
-// The DH function reuses the parsed key when flynn/noise passes back the
-// very slice it was given, and parses any other slice. A deliberately
-// mismatched cache shows which path ran.
-func TestDHKeyReuse(t *testing.T) {
-	priv := bytes.Repeat([]byte{1}, 32)
+// Each DH is one scalar multiplication with the parsed key: the static
+// key's and the ephemeral key's results equal crypto/ecdh's own, and a
+// low-order remote point is refused as a dhError (malformed).
+func TestDHKeys(t *testing.T) {
 	peerKey, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{3}, 32))
 	pub := peerKey.PublicKey().Bytes()
-	real, _ := ecdh.X25519().NewPrivateKey(priv)
-	decoy, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{2}, 32))
-	x := x25519{static: decoy, staticPriv: priv}
-	viaCache, err := x.DH(priv, pub)
+	static, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{1}, 32))
+	x := x25519{static: static}
+	got, err := x.agree(x.static, pub)
+	if want, _ := static.ECDH(peerKey.PublicKey()); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("static DH: %v", err)
+	}
+	ephPub, err := x.generate(constReader(9))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, _ := decoy.ECDH(peerKey.PublicKey()); !bytes.Equal(viaCache, want) {
-		t.Fatal("static slice did not use the cached key")
+	want, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{9}, 32))
+	if !bytes.Equal(ephPub, want.PublicKey().Bytes()) {
+		t.Fatal("ephemeral public key is not X25519(random, basepoint)")
 	}
-	parsed, _ := x.DH(bytes.Clone(priv), pub)
-	if want, _ := real.ECDH(peerKey.PublicKey()); !bytes.Equal(parsed, want) {
-		t.Fatal("foreign slice was not parsed")
+	got, _ = x.agree(x.eph, pub)
+	if w, _ := want.ECDH(peerKey.PublicKey()); !bytes.Equal(got, w) {
+		t.Fatal("ephemeral DH")
 	}
-	kp, _ := x.GenerateKeypair(constReader(9))
-	viaEph, _ := x.DH(kp.Private, pub)
-	if want, _ := x.eph.ECDH(peerKey.PublicKey()); !bytes.Equal(viaEph, want) || !bytes.Equal(kp.Public, x.eph.PublicKey().Bytes()) {
-		t.Fatal("ephemeral path")
+	var de dhError
+	if _, err := x.agree(x.static, make([]byte, 32)); !errors.As(err, &de) {
+		t.Fatalf("low-order point: %v", err)
 	}
 }

@@ -35,6 +35,12 @@ var (
 // swarmgate builds the root module's server and starts it on loopback /ws
 // with echo on.
 func swarmgate(t *testing.T) (*peerProc, peer.AddrInfo) {
+	return swarmgateOn(t, "/ip4/127.0.0.1/tcp/0/ws")
+}
+
+// swarmgateOn starts the server on listen (a /tls/ws address gets the
+// self-signed loopback certificate).
+func swarmgateOn(t *testing.T, listen string) (*peerProc, peer.AddrInfo) {
 	t.Helper()
 	serverOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "swarmgate-server-")
@@ -54,7 +60,7 @@ func swarmgate(t *testing.T) (*peerProc, peer.AddrInfo) {
 	if serverErr != nil {
 		t.Fatal(serverErr)
 	}
-	p := startPeer(t, serverBin, "-listen", "/ip4/127.0.0.1/tcp/0/ws", "-echo", "-metrics", "127.0.0.1:0")
+	p := startPeer(t, serverBin, "-listen", listen, "-echo", "-metrics", "127.0.0.1:0")
 	a, err := ma.NewMultiaddr(p.addrs[0])
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +144,47 @@ func TestSwarmgateJSBrowser(t *testing.T) {
 	if !strings.HasPrefix(s.AgentVersion, "swarmgate/") || !strings.Contains(s.Runtime, "Chrome") {
 		t.Errorf("agentVersion %q runtime %q", s.AgentVersion, s.Runtime)
 	}
+}
+
+// js-libp2p in headless Chromium dials the server over /tls/ws (what a
+// browser on an https page must use): the server's TLS 1.3 record layer
+// carries the WebSocket, Noise and yamux, and the echo comes back intact.
+// The loopback certificate is self-signed, so Chromium is told to accept
+// it.
+func TestSwarmgateJSBrowserTLS(t *testing.T) {
+	needJS(t)
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skipf("%s is not installed: run `bash bench/peers/js/setup.sh`", chromium)
+	}
+	p, target := swarmgateOn(t, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	if !strings.Contains(target.Addrs[0].String(), "/tls/") {
+		t.Fatalf("server listens on %s", target.Addrs[0])
+	}
+	s := runJS(t, "browser.mjs", addrString(target), "--hold", "3", "--monitor-ms", "500", "--chromium", chromium, "--insecure-tls")
+	checkSummary(t, s, 4<<20)
+	if !strings.HasPrefix(s.AgentVersion, "swarmgate/") || !strings.Contains(s.Runtime, "Chrome") {
+		t.Errorf("agentVersion %q runtime %q", s.AgentVersion, s.Runtime)
+	}
+	// The connection ran on the engine's TLS 1.3 record layer.
+	m := httpGet(t, p.metricsURL)
+	if !strings.Contains(m, `swarmgate_tls_handovers_total{result="record_layer"} 1`) {
+		t.Errorf("no record-layer handover counted:\n%s", grepLines(m, "swarmgate_tls_"))
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func addrString(ai peer.AddrInfo) string {

@@ -11,6 +11,8 @@
 //   --monitor-ms N     (env MONITOR_MS) connection-monitor ping interval
 //   --pings N, --streams N, --bytes N   as for client.mjs
 //   --chromium PATH    browser binary (env CHROMIUM, default /usr/bin/chromium)
+//   --insecure-tls     accept the target's self-signed certificate (a loopback
+//                      /tls/ws server without a real one): measurement only
 //   --timeout-ms N     overall limit for the page (default 120000 + hold)
 //   -q                 no page console or progress lines on stderr
 //
@@ -31,6 +33,7 @@ function parseArgs (argv) {
     if (a === '-q') o.quiet = true
     else if (a === '-v') o.quiet = false // the default
     else if (a === '--chromium') o.chromium = argv[++i]
+    else if (a === '--insecure-tls') o.insecureTLS = true
     else if (a === '--timeout-ms') o.timeoutMs = Number(argv[++i])
     else if (a in query) o[query[a]] = argv[++i]
     else if (a.startsWith('/')) o.target = a
@@ -54,7 +57,8 @@ try {
   for (const k of ['target', 'hold', 'monitorMs', 'pings', 'streams', 'bytes']) {
     if (o[k] !== undefined && o[k] !== '') url.searchParams.set(k, o[k])
   }
-  chromium = await launchChromium({ executablePath: o.chromium, log })
+  const args = o.insecureTLS ? ['--ignore-certificate-errors'] : []
+  chromium = await launchChromium({ executablePath: o.chromium, args, log })
   const page = chromium.page
   log(`opening ${url}`)
   await page.goto(url.href)

@@ -254,6 +254,10 @@ func (pc *PeerConn) Identify(done func(*pb.Identify, error)) {
 		c.finish(nil, err)
 		return
 	}
+	// The requester sends nothing after its proposal: its FIN goes with it,
+	// so the exchange ends with the peer's FIN and costs no write of ours
+	// after the answer.
+	st.CloseWrite()
 	c.expire(st, DefaultIdentifyTimeout, ErrIdentifyTimeout)
 }
 
@@ -352,7 +356,7 @@ func (c *identifyClient) OnFIN(st *mux.Stream) {
 			return
 		}
 	}
-	st.CloseWrite()
+	st.CloseWrite() // a push's stream (a request's is closed already)
 	c.finish(c.msg, nil)
 }
 

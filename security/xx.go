@@ -243,12 +243,12 @@ func (x *xx) writeMessage(out []byte, msg int, payload []byte) ([]byte, error) {
 		if err = x.dhMix(x.dh.eph, x.re[:]); err != nil { // ee
 			return out, err
 		}
-		out = x.sym.encryptAndHash(out, x.staticPub) // s
+		out = x.sym.encryptAndHash(out, x.staticPub)         // s
 		if err = x.dhMix(x.dh.static, x.re[:]); err != nil { // es, responder: DH(s, re)
 			return out, err
 		}
 	case 3: // -> s, se
-		out = x.sym.encryptAndHash(out, x.staticPub) // s
+		out = x.sym.encryptAndHash(out, x.staticPub)         // s
 		if err = x.dhMix(x.dh.static, x.re[:]); err != nil { // se, initiator: DH(s, re)
 			return out, err
 		}

@@ -34,8 +34,8 @@ func main() {
 }
 
 type tools struct {
-	dir                          string
-	loadgen, host, nbio, gorilla string
+	dir                                  string
+	loadgen, host, nbio, gorilla, gobulk string
 }
 
 func build(root string) (tools, error) {
@@ -43,10 +43,10 @@ func build(root string) (tools, error) {
 	if err != nil {
 		return tools{}, err
 	}
-	t := tools{dir: dir, loadgen: filepath.Join(dir, "loadgen"), host: filepath.Join(dir, "libp2p-host"), nbio: filepath.Join(dir, "nbio-echo"), gorilla: filepath.Join(dir, "gorilla-echo")}
+	t := tools{dir: dir, loadgen: filepath.Join(dir, "loadgen"), host: filepath.Join(dir, "libp2p-host"), nbio: filepath.Join(dir, "nbio-echo"), gorilla: filepath.Join(dir, "gorilla-echo"), gobulk: filepath.Join(dir, "gobulk")}
 	cmds := []*exec.Cmd{
 		exec.Command("go", "build", "-o", t.loadgen, "./loadgen"),
-		exec.Command("go", "build", "-o", dir+"/", "./libp2p-host", "./nbio-echo", "./gorilla-echo"),
+		exec.Command("go", "build", "-o", dir+"/", "./libp2p-host", "./nbio-echo", "./gorilla-echo", "./gobulk"),
 	}
 	cmds[0].Dir = root
 	cmds[1].Dir = filepath.Join(root, "bench", "peers")
@@ -231,6 +231,66 @@ func scenarios(t tools, name, stack, scen string, extra ...string) (runResult, e
 	return r, err
 }
 
+// bulkResult is one gobulk run against a server: go-libp2p's own client
+// (WebSocket + Noise + yamux) echoing bulk bytes, server CPU from
+// /proc/PID/task/*/schedstat around the run.
+type bulkResult struct {
+	Server  string
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	CPU     time.Duration
+}
+
+func (b bulkResult) nsPerByte() float64 {
+	if b.Bytes == 0 {
+		return 0
+	}
+	return float64(b.CPU.Nanoseconds()) / float64(b.Bytes)
+}
+
+// schedCPU is the CPU time of every thread of pid (nanoseconds, from the
+// scheduler's own accounting: finer than /proc/PID/stat's clock ticks).
+func schedCPU(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("schedstat of %d: %v", pid, err)
+	}
+	var sum int64
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that just ended
+		}
+		var ns int64
+		fmt.Sscan(string(b), &ns)
+		sum += ns
+	}
+	return time.Duration(sum), nil
+}
+
+// gobulkRun runs gobulk (conns × streams × mib) against a fresh server.
+func gobulkRun(t tools, name string, conns, streams, mib int) (bulkResult, error) {
+	s, err := start(name, t.peer(name)...)
+	if err != nil {
+		return bulkResult{}, err
+	}
+	defer s.stop()
+	pid := s.cmd.Process.Pid
+	c0, err := schedCPU(pid)
+	if err != nil {
+		return bulkResult{}, err
+	}
+	r := bulkResult{Server: name}
+	argv := []string{t.gobulk, "-target", s.addr, "-conns", fmt.Sprint(conns), "-streams", fmt.Sprint(streams), "-mib", fmt.Sprint(mib)}
+	if err := runJSON(&r, argv...); err != nil {
+		return r, err
+	}
+	c1, err := schedCPU(pid)
+	r.CPU = c1 - c0
+	r.Server = name
+	return r, err
+}
+
 func run(root string, quick bool, countsFlag string) error {
 	t, err := build(root)
 	if err != nil {
@@ -277,6 +337,21 @@ func run(root string, quick bool, countsFlag string) error {
 			return err
 		}
 		rep.p2p = append(rep.p2p, r)
+	}
+	// Bulk echo from go-libp2p's own client, the servers alternated.
+	bulkRounds, bulkMiB := 3, 32
+	if quick {
+		bulkRounds, bulkMiB = 1, 4
+	}
+	for range bulkRounds {
+		for _, srv := range []string{"swarmgate", "go-libp2p"} {
+			log("gobulk %s", srv)
+			r, err := gobulkRun(t, srv, 4, 4, bulkMiB)
+			if err != nil {
+				return err
+			}
+			rep.bulk = append(rep.bulk, r)
+		}
 	}
 	// Raw WebSocket throughput and messages.
 	for _, srv := range []string{"swarmgate", "nbio", "gorilla"} {

@@ -16,6 +16,17 @@ type comparison struct {
 	idleWS  []idleResult
 	p2p     []runResult
 	ws      []runResult
+	bulk    []bulkResult
+}
+
+// bulkMiB is the per-stream size the gobulk rounds used.
+func (c *comparison) bulkMiB() int {
+	for _, r := range c.bulk {
+		if r.Bytes > 0 {
+			return int(r.Bytes / 16 >> 20)
+		}
+	}
+	return 0
 }
 
 func findIdle(rs []idleResult, server string, n int) idleResult {
@@ -106,6 +117,19 @@ func (c *comparison) markdown(root string) string {
 		}
 	}
 	w("\nswarmgate ÷ go-libp2p, bytes per server CPU second: %s (1 stream), %s (16 streams). Target at least 2×: %s.\n\n", ratio(bps(sg, "throughput-1"), bps(gl, "throughput-1")), ratio(bps(sg, "throughput-16"), bps(gl, "throughput-16")), verdict(bps(sg, "throughput-1") >= 2*bps(gl, "throughput-1") && bps(sg, "throughput-16") >= 2*bps(gl, "throughput-16")))
+	w("libp2p bulk echo from go-libp2p's own client (`bench/peers/gobulk`: go-libp2p v0.51 WebSocket + Noise + yamux, 4 connections, each its own host, × 4 streams × %d MiB echoed; servers alternated; server CPU from `/proc/PID/task/*/schedstat`):\n\n| round | server | bytes/s | server CPU per byte |\n|---:|---|---:|---:|\n", c.bulkMiB())
+	var sgSum, glSum float64
+	for i, r := range c.bulk {
+		w("| %d | %s | %.0f MB/s | %.2f ns |\n", i/2+1, r.Server, float64(r.Bytes)/r.Seconds/1e6, r.nsPerByte())
+		if r.Server == "swarmgate" {
+			sgSum += r.nsPerByte()
+		} else {
+			glSum += r.nsPerByte()
+		}
+	}
+	if glSum > 0 {
+		w("\nswarmgate ÷ go-libp2p, server CPU per byte (mean of the rounds): %.2f×. Target at most 0.8× (issue 16): %s.\n\n", sgSum/glSum, verdict(sgSum/glSum <= 0.8))
+	}
 	w("Raw WebSocket (1 and 16 connections, four 64 KiB messages in flight each):\n\n| server | connections | bytes/s | server CPU per byte | bytes per server CPU second |\n|---|---:|---:|---:|---:|\n")
 	for _, sc := range []string{"throughput-1", "throughput-16"} {
 		for _, name := range []string{"swarmgate", "nbio", "gorilla"} {

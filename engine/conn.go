@@ -117,6 +117,9 @@ type Conn struct {
 	filed    int64
 
 	out []byte // outbound bytes of this pass (pooled), nil when none
+	// held is the pass's filled outbound buffers, written with out in one
+	// writev when the pass flushes (nil when none).
+	held *heldOut
 	// tls is the connection's TLS layer (tls.go), nil for plain /ws.
 	tls   *tlsConn
 	fd    int

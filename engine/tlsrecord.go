@@ -272,7 +272,7 @@ func (c *Conn) recordRoom(n int) {
 		need = tls13.SealedLen(n) + tls13.MaxSealGrowth
 	}
 	if c.out != nil && len(c.out)+need > cap(c.out) && need <= bufpool.Medium {
-		c.flush()
+		c.hold()
 	}
 	c.out = growOut(c.out, need)
 	if !t.recOpen {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"sync"
 	"syscall"
 	"time"
 
@@ -109,7 +110,7 @@ func (c *Conn) appendSpace(n int) []byte {
 		c.recordRoom(n)
 	} else {
 		if c.out != nil && len(c.out)+n > cap(c.out) && n <= bufpool.Medium {
-			c.flush()
+			c.hold()
 		}
 		c.out = growOut(c.out, n)
 	}
@@ -192,6 +193,47 @@ func (c *Conn) writeRaw(p []byte) {
 	}
 }
 
+// heldOut is a pass's filled outbound buffers, kept until the pass flushes
+// so that a pass that writes more than one buffer still costs one writev(2)
+// (each write on a TCP socket costs a fixed part, the receiver's wakeup
+// included, besides its bytes). At most maxHeld buffers, and MaxOutbound
+// bytes, are held: past that the pass flushes as before.
+type heldOut struct {
+	bufs  [maxHeld + 1][]byte // the last slot for the pass's current buffer
+	n     int
+	bytes int
+}
+
+const maxHeld = 4
+
+var heldPool = sync.Pool{New: func() any { return new(heldOut) }}
+
+// hold puts the filled outbound buffer aside for the pass's writev, or
+// flushes when enough is held. Only for bytes that are final on the wire
+// (plain, or sealed TLS 1.3 records); crypto/tls seals at flush.
+func (c *Conn) hold() {
+	if c.tls != nil && c.tls.rec == nil {
+		c.flush()
+		return
+	}
+	if c.recordMode() {
+		c.sealOpen()
+	}
+	h := c.held
+	if h == nil {
+		h = heldPool.Get().(*heldOut)
+		c.held = h
+	}
+	if h.n == maxHeld || h.bytes+len(c.out) >= c.eng.cfg.MaxOutbound {
+		c.flush()
+		return
+	}
+	h.bufs[h.n] = c.out
+	h.n++
+	h.bytes += len(c.out)
+	c.out = nil
+}
+
 // flush hands the pass's outbound bytes to the kernel with one write(2).
 // The engine never uses netpoll's output queue, so writing straight to the
 // socket keeps order. When the kernel takes only part, the connection waits
@@ -206,18 +248,15 @@ func (c *Conn) flush() {
 	if c.tls != nil && c.tls.rec == nil {
 		out = c.tls.seal(out) // crypto/tls: encrypt on flush (or hold until the handshake ends)
 	}
-	if out == nil {
-		return
-	}
-	defer bufpool.Put(out)
-	c.eng.metrics.bytesOut.Add(float64(len(out)))
-	n, err := writeFD(c.fd, out)
-	if err == nil && n < len(out) {
-		// The peer makes us hold this buffer while it does not read:
-		// charge it for as long as that lasts.
-		c.scope.Charge(cap(out))
-		err = c.waitWritable(out[n:])
-		c.scope.Release(cap(out))
+	var err error
+	if h := c.held; h != nil {
+		c.held = nil
+		err = c.writeHeld(h, out)
+	} else {
+		if out == nil {
+			return
+		}
+		err = c.writeOne(out)
 	}
 	if err != nil && c.state != stateClosed {
 		reason := "write"
@@ -229,6 +268,50 @@ func (c *Conn) flush() {
 		}
 		c.fail(err, reason)
 	}
+}
+
+// writeOne writes one outbound buffer and returns it to its pool.
+func (c *Conn) writeOne(out []byte) error {
+	defer bufpool.Put(out)
+	c.eng.metrics.bytesOut.Add(float64(len(out)))
+	n, err := writeFD(c.fd, out)
+	if err == nil && n < len(out) {
+		// The peer makes us hold this buffer while it does not read:
+		// charge it for as long as that lasts.
+		c.scope.Charge(cap(out))
+		err = c.waitWritable(out[n:])
+		c.scope.Release(cap(out))
+	}
+	return err
+}
+
+// writeHeld writes the held buffers and out (which may be nil) with one
+// writev, then what the kernel did not take as the peer makes room, and
+// returns every buffer to its pool.
+func (c *Conn) writeHeld(h *heldOut, out []byte) error {
+	bufs := h.bufs[:h.n]
+	if out != nil {
+		bufs = append(bufs, out) // within the array (its last slot is for out)
+	}
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	c.eng.metrics.bytesOut.Add(float64(total))
+	n, err := writevFD(c.fd, bufs)
+	for _, b := range bufs {
+		if err == nil && n < len(b) {
+			c.scope.Charge(cap(b))
+			err = c.waitWritable(b[n:])
+			c.scope.Release(cap(b))
+			n = len(b)
+		}
+		n -= len(b)
+		bufpool.Put(b)
+	}
+	*h = heldOut{}
+	heldPool.Put(h)
+	return err
 }
 
 // inboundLimit is how much netpoll may have read ahead of the engine for
@@ -291,6 +374,23 @@ func writeFD(fd int, b []byte) (int, error) {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			return 0, nil
+		}
+		return 0, err
+	}
+}
+
+// writevFD writes bufs in one writev(2), as far as the socket takes them
+// without blocking; EAGAIN is a short count.
+func writevFD(fd int, bufs [][]byte) (int, error) {
+	for {
+		n, err := unix.Writev(fd, bufs)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
 			return 0, nil
 		}
 		return 0, err

@@ -287,7 +287,7 @@ func TestInteropOurClientGoServer(t *testing.T) {
 				t.Fatal(ns.err)
 			}
 			if ns.s.rtt <= 0 {
-				t.Fatal("the ping of our first window update was not answered")
+				t.Fatal("our initial ping was not answered")
 			}
 		})
 	}
@@ -428,8 +428,8 @@ func TestInteropKeepAlive(t *testing.T) {
 	for _, v := range []int{4, 5} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			a, b := connPair(t)
-			// go pings us every 300 ms; we ping go every 30 ms of silence.
-			gp := newGoPeer(t, v, a, true, 300*time.Millisecond)
+			// go pings us every 30 ms; we ping go every 30 ms of silence.
+			gp := newGoPeer(t, v, a, true, 30*time.Millisecond)
 			ns := runSession(t, b, false, Config{KeepAliveInterval: 30 * time.Millisecond, PingTimeout: 2 * time.Second})
 			time.Sleep(300 * time.Millisecond)
 			select {

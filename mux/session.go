@@ -98,6 +98,11 @@ func newSession(cfg Config, client bool, now time.Time) *Session {
 	if client {
 		s.nextID = 1
 	}
+	if cfg.KeepAliveInterval > 0 {
+		// Like go-yamux, ping at start: the answer gives the RTT that
+		// window auto-tuning needs.
+		s.sendPing(now)
+	}
 	return s
 }
 

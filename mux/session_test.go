@@ -248,28 +248,19 @@ func TestPingBacklog(t *testing.T) {
 
 func TestKeepAlive(t *testing.T) {
 	s := NewServer(Config{}, t0)
-	// No ping at start (unlike go-yamux): the RTT is measured when a
-	// window update is first due (TestRTTOnFirstGrant), or by keepalive.
-	if hs := parseFrames(t, drain(s)); len(hs) != 0 {
+	// Initial RTT ping, like go-yamux.
+	if hs := parseFrames(t, drain(s)); len(hs) != 1 || hs[0] != (Header{TypePing, FlagSYN, 0, 1}) {
 		t.Fatalf("initial output %+v", hs)
 	}
 	next, err := s.Tick(t0)
-	if err != nil || !next.Equal(t0.Add(DefaultKeepAliveInterval)) {
+	if err != nil || !next.Equal(t0.Add(DefaultPingTimeout)) {
 		t.Fatal(next, err)
 	}
-	t1 := next
-	next, err = s.Tick(t1)
-	if err != nil || !next.Equal(t1.Add(DefaultPingTimeout)) {
-		t.Fatal(next, err)
-	}
-	if hs := parseFrames(t, drain(s)); len(hs) != 1 || hs[0] != (Header{TypePing, FlagSYN, 0, 1}) {
-		t.Fatalf("first keepalive %+v", hs)
-	}
-	s.Input(frame(TypePing, FlagACK, 0, 1), t1.Add(20*time.Millisecond))
+	s.Input(frame(TypePing, FlagACK, 0, 1), t0.Add(20*time.Millisecond))
 	if s.RTT() != 20*time.Millisecond {
 		t.Fatalf("rtt %v", s.RTT())
 	}
-	now := t1.Add(20 * time.Millisecond)
+	now := t0.Add(20 * time.Millisecond)
 	next, err = s.Tick(now)
 	if err != nil || !next.Equal(now.Add(DefaultKeepAliveInterval)) {
 		t.Fatal(next, err)
@@ -298,24 +289,6 @@ func TestKeepAlive(t *testing.T) {
 	}
 	if _, err := s.Input(frame(TypePing, FlagACK, 0, 2), now); err != ErrKeepAliveTimeout {
 		t.Fatal(err)
-	}
-}
-
-// The first window update of a session goes out with a ping whose answer
-// gives the RTT that window auto-tuning needs.
-func TestRTTOnFirstGrant(t *testing.T) {
-	var sts []*Stream
-	s := NewServer(Config{OnStream: func(st *Stream) { sts = append(sts, st); st.Accept(holding()) }}, t0)
-	s.Input(frame(TypeData, FlagSYN, 1, InitialWindow, make([]byte, InitialWindow)...), t0)
-	drain(s)
-	sts[0].Discard(InitialWindow)
-	hs := parseFrames(t, drain(s))
-	if len(hs) != 2 || hs[0] != (Header{TypePing, FlagSYN, 0, 1}) || hs[1].Type != TypeWindowUpdate {
-		t.Fatalf("first grant %+v", hs)
-	}
-	s.Input(frame(TypePing, FlagACK, 0, 1), t0.Add(5*time.Millisecond))
-	if s.RTT() != 5*time.Millisecond {
-		t.Fatalf("rtt %v", s.RTT())
 	}
 }
 

@@ -622,13 +622,6 @@ func (st *Stream) grant() {
 		s.withheld--
 	}
 	now := s.mono()
-	if s.rtt == 0 && s.cfg.KeepAliveInterval > 0 {
-		// The RTT that window auto-tuning needs is measured when a stream
-		// first needs more window, not at session start as go-yamux does:
-		// most connections never get that far, and the ping's answer would
-		// cost the peer a write and us a read event each.
-		s.sendPing(s.now)
-	}
 	if !held && s.rtt > 0 && st.lastGrant != 0 && now-st.lastGrant < 4*int64(s.rtt) && st.recvWindow < s.cfg.MaxWindow {
 		nw := s.cfg.MaxWindow
 		if st.recvWindow <= nw/2 {

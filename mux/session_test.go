@@ -834,3 +834,32 @@ func TestQueueGrowth(t *testing.T) {
 		t.Fatal("not released")
 	}
 }
+
+// The session can end inside Accept (its ACK overflows a control queue the
+// peer never reads); a protocol handler installed after that still sees
+// its stream's end, once, so whatever it took is given back.
+func TestSetHandlerAfterSessionEndedInAccept(t *testing.T) {
+	neg := &recorder{}
+	proto := &recorder{}
+	var dead *Stream
+	var acceptErr error
+	s := NewServer(Config{KeepAliveInterval: -1, MaxControlOutput: 3 * HeaderLen, OnStream: func(st *Stream) {
+		acceptErr = st.Accept(neg)
+		if st.State() == StreamReset && dead == nil {
+			dead = st
+			if err := st.SetHandler(proto); err == nil {
+				t.Errorf("SetHandler on a reset stream: %v", err)
+			}
+			st.SetHandler(proto) // the same handler again: no second end
+		}
+	}}, t0)
+	for i := range 5 {
+		s.Input(frame(TypeWindowUpdate, FlagSYN, uint32(2*i+1), 0), t0)
+	}
+	if dead == nil || s.Err() == nil {
+		t.Fatalf("the session did not end inside Accept (accept: %v, err %v)", acceptErr, s.Err())
+	}
+	if len(neg.resets) == 0 || len(proto.resets) != 1 {
+		t.Fatalf("negotiator saw %d resets, protocol handler %d (want 1)", len(neg.resets), len(proto.resets))
+	}
+}

@@ -208,9 +208,21 @@ func (st *Stream) Accept(h Handler) error {
 // when multistream-select hands the stream to a protocol handler. Bytes
 // still unconsumed, and a FIN already received, are presented to h (right
 // away, or after the current OnData returns when called from inside it).
+// On a stream that was already reset (the session can end inside Accept,
+// when its ACK overflows the control queue), h gets OnReset at once and
+// the reset's error is returned: every handler installed sees its stream
+// end exactly once, so whatever it took (a ping slot, a timer) is given
+// back.
 func (st *Stream) SetHandler(h Handler) error {
 	if st.flags&fBacklog != 0 {
 		return ErrNotAcceptable
+	}
+	if st.state == StreamReset {
+		if st.h != h && h != nil {
+			st.h = h
+			h.OnReset(st, st.err)
+		}
+		return st.err
 	}
 	st.h = h
 	st.flags &^= fFINDelivered

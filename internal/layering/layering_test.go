@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"security":           {"internal/wire"},
 	"mux":                {"internal/wire", "internal/bufpool"},
 	"engine/tls13":       {"internal/wire"},
-	"engine":             {"admission", "engine/tls13", "internal/bufpool", "simd", "ws"},
+	"engine":             {"admission", "engine/tls13", "internal/bufpool", "internal/wire", "simd", "ws"},
 	"libp2p":             {"engine", "admission", "internal/bufpool", "internal/wire", "multistream", "mux", "security", "ws"},
 	"libp2p/kad/pb":      nil, // generated protobuf types
 	"libp2p/kad":         {"libp2p", "libp2p/kad/pb", "engine", "admission", "internal/bufpool", "internal/wire", "mux"},

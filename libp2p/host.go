@@ -427,7 +427,10 @@ func (h *Host) muxConfig() mux.Config {
 // track adds a connection that just finished its upgrade to the peer index.
 func (h *Host) track(pc *PeerConn) {
 	h.peersMu.Lock()
-	pc.nextSame = h.peers[pc.remote]
+	pc.prevSame, pc.nextSame = nil, h.peers[pc.remote]
+	if pc.nextSame != nil {
+		pc.nextSame.prevSame = pc
+	}
 	h.peers[pc.remote] = pc
 	h.peersMu.Unlock()
 }
@@ -435,21 +438,20 @@ func (h *Host) track(pc *PeerConn) {
 // untrack removes a muxed connection that ended from the peer index.
 func (h *Host) untrack(pc *PeerConn) {
 	h.peersMu.Lock()
-	if head := h.peers[pc.remote]; head == pc {
+	switch {
+	case pc.prevSame != nil:
+		pc.prevSame.nextSame = pc.nextSame
+	case h.peers[pc.remote] == pc:
 		if pc.nextSame == nil {
 			delete(h.peers, pc.remote)
 		} else {
 			h.peers[pc.remote] = pc.nextSame
 		}
-	} else {
-		for p := head; p != nil; p = p.nextSame {
-			if p.nextSame == pc {
-				p.nextSame = pc.nextSame
-				break
-			}
-		}
 	}
-	pc.nextSame = nil
+	if pc.nextSame != nil {
+		pc.nextSame.prevSame = pc.prevSame
+	}
+	pc.nextSame, pc.prevSame = nil, nil
 	h.peersMu.Unlock()
 }
 

@@ -45,8 +45,10 @@ type PeerConn struct {
 	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
 	timers       []*Timer
 	idleSince    int64 // engine Mono since the session has had no stream; 0 while busy
-	// nextSame links the host's index of connections to the same peer.
-	nextSame *PeerConn
+	// nextSame and prevSame link the host's index of connections to the
+	// same peer (doubly, so that a connection leaves it in O(1) however
+	// many the peer holds).
+	nextSame, prevSame *PeerConn
 }
 
 // Conn is the WebSocket connection underneath.

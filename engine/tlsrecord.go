@@ -166,15 +166,38 @@ func (c *Conn) tlsRecords(b []byte) {
 			want += int(binary.BigEndian.Uint16(t.in[3:tls13.HeaderLen]))
 		}
 		k := min(want-len(t.in), len(b))
+		c.pendingRoom(want)
 		t.in = append(t.in, b[:k]...)
 		b = b[k:]
 	}
 	n, more := c.openRecords(b)
 	if more && c.state != stateClosed && n < len(b) {
-		t.in = bufpool.Get(maxPendingRecord)
+		// The buffer is sized by the record's own length when its header
+		// is here (most records split across reads are a few KiB: a
+		// pooled 4 KiB buffer, not the 64 KiB a full record needs), by a
+		// header's otherwise; pendingRoom grows it once the header is in.
+		rest := b[n:]
+		want := tls13.HeaderLen
+		if len(rest) >= tls13.HeaderLen {
+			want += int(binary.BigEndian.Uint16(rest[3:tls13.HeaderLen]))
+		}
+		t.in = bufpool.Get(min(want, maxPendingRecord))
 		c.scope.Charge(cap(t.in))
-		t.in = append(t.in, b[n:]...)
+		t.in = append(t.in, rest...)
 	}
+}
+
+// pendingRoom makes the pending-record buffer hold want bytes (at most
+// maxPendingRecord: Open refused a longer header before its body was
+// taken), moving its charge with it.
+func (c *Conn) pendingRoom(want int) {
+	t := c.tls
+	if want <= cap(t.in) {
+		return
+	}
+	old := cap(t.in)
+	t.in = bufpool.Grow(t.in, min(want, maxPendingRecord)-len(t.in))
+	c.scope.Charge(cap(t.in) - old)
 }
 
 // dropRecord returns the pending-record buffer.

@@ -535,3 +535,73 @@ func (e *Engine) each(f func(c *Conn)) {
 		f(c)
 	}
 }
+
+// A record split across reads, at every point of its header and at points
+// of its body, is gathered and opened; the pending buffer is sized by the
+// record (a pool's small class for a small record) and returned once the
+// record is whole.
+func TestTLSRecordSplitAcrossReads(t *testing.T) {
+	cert, pool := testutil.SelfSigned(t, SelfSignedCertificate)
+	e, addr := startTLSEcho(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}, "/ip4/127.0.0.1/tcp/0/tls/ws")
+	nc, w, r := rawTLSClient(t, "127.0.0.1:"+tcpPort(t, addr), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	br := bufio.NewReader(nc)
+	send := func(rec []byte, at int) {
+		t.Helper()
+		if _, err := nc.Write(rec[:at]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond) // a read of its own, most likely
+		if at < len(rec) {
+			// While the record is partial, the connection holds at most
+			// a buffer of the record's size class.
+			e.each(func(c *Conn) {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				if in := c.tls.in; in != nil && len(rec) <= 4<<10 && cap(in) > 4<<10 {
+					t.Errorf("a %d-byte record split at %d holds a %d-byte buffer", len(rec), at, cap(in))
+				}
+			})
+			if _, err := nc.Write(rec[at:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(w.seal(w.seq, append([]byte(upgradeRequest), 23)), 3)
+	w.seq++
+	if typ, content := r.open(t, br); typ != 23 || !bytes.HasPrefix(content, []byte("HTTP/1.1 101")) {
+		t.Fatalf("upgrade answer: %d %q", typ, content)
+	}
+	for _, size := range []int{100, 3000, 12000} {
+		msg := bytes.Repeat([]byte{'m'}, size)
+		f := ws.AppendHeader(nil, ws.Header{Fin: true, Op: ws.OpBinary, Length: int64(size), Masked: true})
+		f = append(f, msg...) // a zero mask key: the payload is its own mask
+		n := tls13.HeaderLen + len(f) + 1 + 16 // the record's length
+		hl := 2 // the echo's frame header
+		if size >= 126 {
+			hl = 4
+		}
+		for _, at := range []int{1, 2, 3, 4, 5, 6, n / 2, n - 1} {
+			rec := w.seal(w.seq, append(f, 23))
+			w.seq++
+			send(rec, at)
+			var got []byte
+			for len(got) < hl+size { // the echo may come in more than one record
+				typ, content := r.open(t, br)
+				if typ != 23 {
+					t.Fatalf("record type %d", typ)
+				}
+				got = append(got, content...)
+			}
+			if len(got) != hl+size || !bytes.HasSuffix(got, msg) {
+				t.Fatalf("size %d split at %d: echo of %d bytes differs", size, at, len(got))
+			}
+		}
+	}
+	e.each(func(c *Conn) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.tls.in != nil {
+			t.Error("a pending-record buffer is kept after the record was opened")
+		}
+	})
+}

@@ -10,7 +10,8 @@
 // caller's buffer (wire.ErrNeedMore for any incomplete record), AppendSeal
 // and SealInPlace seal into the caller's outbound buffer, AppendAlert and
 // AppendKeyUpdate write control records. It starts no goroutine and takes
-// no lock. engine/tls13/INTEGRATION.md says what the engine does with it.
+// no lock. ARCHITECTURE.md ("TLS 1.3 after the handshake") says what the
+// engine does with it.
 //
 // # Where the secrets come from
 //

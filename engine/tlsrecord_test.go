@@ -574,9 +574,9 @@ func TestTLSRecordSplitAcrossReads(t *testing.T) {
 	for _, size := range []int{100, 3000, 12000} {
 		msg := bytes.Repeat([]byte{'m'}, size)
 		f := ws.AppendHeader(nil, ws.Header{Fin: true, Op: ws.OpBinary, Length: int64(size), Masked: true})
-		f = append(f, msg...) // a zero mask key: the payload is its own mask
+		f = append(f, msg...)                  // a zero mask key: the payload is its own mask
 		n := tls13.HeaderLen + len(f) + 1 + 16 // the record's length
-		hl := 2 // the echo's frame header
+		hl := 2                                // the echo's frame header
 		if size >= 126 {
 			hl = 4
 		}

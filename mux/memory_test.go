@@ -360,3 +360,48 @@ func TestHeldStreamCreditCapped(t *testing.T) {
 		t.Fatalf("grants %v, want the rest of the 4 MiB window", g)
 	}
 }
+
+// A grant withheld for want of memory is retried whenever memory may have
+// come back, not only when a buffer is released: here the room comes from
+// another stream's promised credit, returned when that stream ends, while
+// the handler consumes every byte as it arrives (nothing buffered, so no
+// buffer release ever happens). Without the retry the peer, out of window,
+// and we, with nothing to echo, would wait for each other for good (seen
+// with go-libp2p's bulk client at the end of its streams).
+func TestWithheldGrantRetriedWhenCreditReturns(t *testing.T) {
+	m := &testMeter{limit: InitialWindow + InitialWindow/2 + outputRoom}
+	r := &recorder{consume: true}
+	s, _ := serverWith(t, Config{Memory: m}, func() Handler { return r })
+	full := make([]byte, InitialWindow)
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 1, 0), t0)
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 3, 0), t0)
+	drain(s)
+	// Two streams each use their whole initial window; the handler takes
+	// every byte as it arrives. The first stream's update is affordable,
+	// the second's is not (the first's promised credit is counted).
+	s.Input(frame(TypeData, 0, 1, InitialWindow, full...), t0)
+	s.Input(frame(TypeData, 0, 3, InitialWindow, full...), t0)
+	hs := parseFrames(t, drain(s))
+	granted := map[uint32]uint32{}
+	for _, h := range hs {
+		if h.Type == TypeWindowUpdate && h.Flags == 0 {
+			granted[h.StreamID] += h.Length
+		}
+	}
+	if granted[1] == 0 || granted[3] != 0 || s.withheld != 1 {
+		t.Fatalf("grants %v, withheld %d: want stream 1 granted, stream 3 withheld", granted, s.withheld)
+	}
+	// The peer resets stream 1: the credit promised to it comes back, and
+	// stream 3's update must go out without any buffer being released.
+	s.Input(frame(TypeWindowUpdate, FlagRST, 1, 0), t0)
+	hs = parseFrames(t, drain(s))
+	got := uint32(0)
+	for _, h := range hs {
+		if h.Type == TypeWindowUpdate && h.StreamID == 3 {
+			got += h.Length
+		}
+	}
+	if got == 0 || s.withheld != 0 {
+		t.Fatalf("stream 3 granted %d after room came back (withheld %d)", got, s.withheld)
+	}
+}

@@ -176,6 +176,9 @@ func (s *Session) Input(in []byte, now time.Time) (consumed int, err error) {
 	if s.err != nil {
 		return i, s.err
 	}
+	// Credit the peer used on data consumed at once, and streams that
+	// ended, leave room that no buffer release reports.
+	s.retryWithheld()
 	s.notifyWritable()
 	return i, s.err
 }
@@ -571,6 +574,7 @@ func (s *Session) remove(st *Stream) {
 	if s.cfg.OnStreamEnd != nil {
 		s.cfg.OnStreamEnd(st)
 	}
+	s.retryWithheld() // its credit is no longer promised
 }
 
 // Open opens an outbound stream with handler h: the SYN is queued, and data
@@ -649,6 +653,7 @@ func (s *Session) Tick(now time.Time) (next time.Time, err error) {
 		return time.Time{}, s.err
 	}
 	s.now = now
+	s.retryWithheld() // the share may have room again (other connections of the peer released theirs)
 	next = s.expireHeld(now)
 	if s.pingOut {
 		deadline := s.pingSent.Add(s.cfg.PingTimeout)
@@ -704,7 +709,11 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // retryWithheld grants the window updates Memory could not afford before,
-// once a buffer was released.
+// when room may have come back: a buffer released, a stream ended (its
+// promised credit returned), a pass of input (credit used on data the
+// handler consumed at once), a tick (the share is shared with the peer's
+// other connections). A grant nobody retries would leave a peer out of
+// window waiting for good.
 // room is what Memory can still take for stream data we have not promised
 // yet: what is available, less the credit our window updates promised
 // (extra) and the headroom kept for the charges nothing refuses (the

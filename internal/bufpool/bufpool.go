@@ -6,6 +6,10 @@
 //   - Get(n) returns an empty slice with room for at least n bytes: the
 //     smallest class that fits, or an exact allocation past the largest
 //     class (counted as oversize, left to the GC when put back).
+//   - Past Large the classes are powers of two up to Huge (a yamux stream
+//     whose auto-tuned window filled faster than its handler consumed):
+//     pooled too, so a bulk stream does not allocate and zero a fresh
+//     megabyte buffer every time its receive queue grows.
 //   - A buffer grows only through Grow, never by a bare append past its
 //     capacity: an append would hand Put a capacity that is no class.
 //   - Put panics on a capacity at or below the largest class that is not a
@@ -30,7 +34,13 @@ const (
 	Small  = 4 << 10
 	Medium = 64 << 10
 	Large  = 256 << 10
+	// Huge is the largest pooled class; the classes between Large and Huge
+	// are the powers of two (512 KiB, 1 MiB, 2 MiB, 4 MiB).
+	Huge = 4 << 20
 )
+
+// numHuge is the number of classes past Large.
+const numHuge = 4
 
 var (
 	pools = [3]sync.Pool{
@@ -38,10 +48,24 @@ var (
 		{New: func() any { return new([Medium]byte) }},
 		{New: func() any { return new([Large]byte) }},
 	}
+	// hugePools hold the classes past Large, Large<<1 … Huge, as *[]byte
+	// of that capacity (no array type per size needed).
+	hugePools [numHuge]sync.Pool
 	// out counts buffers of each class on loan, for Borrowed.
 	out      [3]atomic.Int64
+	outHuge  atomic.Int64 // bytes of the classes past Large on loan
 	oversize atomic.Int64
 )
+
+// hugeClass is the index in hugePools of the class for n (Large < n ≤
+// Huge) and that class's size.
+func hugeClass(n int) (int, int) {
+	i, c := 0, Large<<1
+	for c < n {
+		i, c = i+1, c<<1
+	}
+	return i, c
+}
 
 // Class is the capacity Get(n) returns.
 func Class(n int) int {
@@ -52,6 +76,9 @@ func Class(n int) int {
 		return Medium
 	case n <= Large:
 		return Large
+	case n <= Huge:
+		_, c := hugeClass(n)
+		return c
 	}
 	return n
 }
@@ -68,6 +95,13 @@ func Get(n int) []byte {
 	case n <= Large:
 		out[2].Add(1)
 		return pools[2].Get().(*[Large]byte)[:0]
+	case n <= Huge:
+		i, c := hugeClass(n)
+		outHuge.Add(int64(c))
+		if p, _ := hugePools[i].Get().(*[]byte); p != nil {
+			return (*p)[:0]
+		}
+		return make([]byte, 0, c)
 	}
 	oversize.Add(1)
 	return make([]byte, 0, n)
@@ -97,6 +131,15 @@ func Put(b []byte) {
 	if cap(b) <= Large {
 		panic("bufpool: Put of a buffer that Get did not return")
 	}
+	if c := cap(b); c <= Huge {
+		i, class := hugeClass(c)
+		if class != c {
+			panic("bufpool: Put of a buffer that Get did not return")
+		}
+		outHuge.Add(-int64(c))
+		b = b[:0]
+		hugePools[i].Put(&b)
+	}
 }
 
 // Grow makes room for n more bytes in b, moving its bytes to a larger class
@@ -113,10 +156,10 @@ func Grow(b []byte, n int) []byte {
 
 // Borrowed is the bytes of pooled buffers currently on loan.
 func Borrowed() int64 {
-	return out[0].Load()*Small + out[1].Load()*Medium + out[2].Load()*Large
+	return out[0].Load()*Small + out[1].Load()*Medium + out[2].Load()*Large + outHuge.Load()
 }
 
-// Oversize counts allocations past the largest class.
+// Oversize counts allocations past the largest class (Huge).
 func Oversize() int64 { return oversize.Load() }
 
 // Meter is what a charged buffer's bytes are charged to. Reserve reports

@@ -42,7 +42,8 @@ for round in $(seq "$ROUNDS"); do
     # TLS handshakes cost CPU on both ends of loopback: 64 in flight keeps
     # the server under its handshake cap.
     for stack in ws libp2p; do
-      start "swarmgate-tls-$stack-$round" "$bin/loadgen" serve -listen /ip4/127.0.0.1/tcp/0/tls/ws -ws-echo /echo -metrics 127.0.0.1:0
+      start "swarmgate-tls-$stack-$round" "$bin/loadgen" serve -listen /ip4/127.0.0.1/tcp/0/tls/ws -ws-echo /echo -metrics 127.0.0.1:0 \
+        -max-conns-per-peer -1 -max-peer-streams -1  # loadgen idle is one peer ID for all its connections
       "$bin/loadgen" idle -target "$addr" -path /echo -n "$N" -par 64 -stack "$stack" -server-pid "$pid" -server-metrics "$metrics" -server-gc "${metrics%/metrics}/debug/pprof/heap?gc=1" -name "swarmgate /tls/ws $stack"
       kill "$pid"; wait "$pid" 2>/dev/null || true
     done

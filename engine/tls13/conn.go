@@ -81,7 +81,7 @@ const (
 	// nstMinLen is the shortest NewSessionTicket body (§4.6.1):
 	// ticket_lifetime(4) ticket_age_add(4) ticket_nonce<0..255>(1)
 	// ticket<1..2^16-1>(2+1) extensions<0..2^16-2>(2).
-	nstMinLen = 13
+	nstMinLen = 14
 )
 
 // AlertLevel values (§6). TLS 1.3 ignores the level on receipt.

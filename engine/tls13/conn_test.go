@@ -237,7 +237,7 @@ func TestAlerts(t *testing.T) {
 		{"three-byte alert", func(srv, cli *Conn) []byte { return rawRecord(cli, []byte{2, 40, 0, typeAlert}) }, ErrDecode},
 		{"two alerts", func(srv, cli *Conn) []byte { return rawRecord(cli, []byte{1, 0, 1, 0, typeAlert}) }, ErrDecode},
 		{"ticket to a server", func(srv, cli *Conn) []byte {
-			return rawRecord(cli, append([]byte{hsNewSessionTicket, 0, 0, 13}, append(make([]byte, 13), typeHandshake)...))
+			return rawRecord(cli, append([]byte{hsNewSessionTicket, 0, 0, 14}, append(make([]byte, 14), typeHandshake)...))
 		}, ErrHandshakeMessage},
 		{"finished after the handshake", func(srv, cli *Conn) []byte {
 			return rawRecord(cli, append([]byte{20, 0, 0, 32}, append(make([]byte, 32), typeHandshake)...))
@@ -336,7 +336,7 @@ func TestPeerLiberties(t *testing.T) {
 
 	// A client ignores tickets, coalesced with each other and with a
 	// KeyUpdate that ends the record.
-	nst := append([]byte{hsNewSessionTicket, 0, 0, 13}, make([]byte, 13)...)
+	nst := append([]byte{hsNewSessionTicket, 0, 0, 14}, make([]byte, 14)...)
 	rec := append(append(bytes.Clone(nst), nst...), hsKeyUpdate, 0, 0, 1, 0, typeHandshake)
 	b = rawRecord(srv, rec)
 	srv.update(&srv.w)
@@ -361,6 +361,13 @@ func TestPeerLiberties(t *testing.T) {
 		if _, _, err := openAll(srv, b); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A ticket body shorter than its fixed fields (§4.6.1: 4 + 4 + 1 +
+	// 2 + 1 + 2 = 14 bytes) is decode_error, even though it is ignored.
+	srv, cli = pair(t, tls.TLS_CHACHA20_POLY1305_SHA256)
+	short := rawRecord(srv, append([]byte{hsNewSessionTicket, 0, 0, 13}, append(make([]byte, 13), typeHandshake)...))
+	if _, _, _, err := cli.Open(short); !errors.Is(err, ErrDecode) {
+		t.Fatalf("13-byte ticket: %v, want decode_error", err)
 	}
 }
 

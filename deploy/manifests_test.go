@@ -36,9 +36,10 @@ const (
 // Measured per-connection figures the pod's sizing must hold to
 // (docs/capacity.md; re-measured after each engine change):
 const (
-	// Server RSS per idle libp2p connection over /ws: 5.6-5.7 KB at
-	// 5,000-15,000 connections (bench/RESULTS.md "Side by side" §1).
-	rssPerConn = 5_700
+	// Server RSS per idle libp2p connection over /ws (the pod's listener):
+	// 5.9-6.3 KB at 5,000-15,000 connections (bench/RESULTS.md "Side by
+	// side" §1, 2026-12-04).
+	rssPerConn = 6_300
 	// Kernel slab per idle TCP socket, charged to the pod's memory cgroup:
 	// 3.9-4.0 KB (docs/capacity.md, measured with deploy/sockmem).
 	kernelPerConn = 4_000

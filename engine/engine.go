@@ -84,7 +84,10 @@ type Config struct {
 	TLS *tls.Config
 	// TLSClient configures dials to /tls/ws: RootCAs (nil: the system's),
 	// InsecureSkipVerify for loopback measurement. The server name comes
-	// from the address's /sni, DNS name or IP.
+	// from the address's /sni, DNS name or IP. Each dial runs on a clone
+	// with session tickets disabled (the TLS 1.3 record layer starts its
+	// sequence numbers at 0 and does not resume), so a ClientSessionCache
+	// here is not used; a KeyLogWriter still receives every line.
 	TLSClient *tls.Config
 	// MaxConcurrentTLSHandshakes bounds server TLS handshakes in progress
 	// (DefaultMaxConcurrentTLSHandshakes).

@@ -137,7 +137,7 @@ type FrameSlot struct {
 // Over TLS 1.3 the frame is placed in one record when it fits one (it
 // starts a new record if the open one has no room for it), so a payload of
 // at most FrameRoom bytes is sealed where the caller wrote it; a larger one
-// is moved once when its records are sealed.
+// is copied out and back when it is split into records (twice moved).
 func (c *Conn) ReserveFrame(fin bool, op ws.Opcode, n int) ([]byte, FrameSlot) {
 	h, slot := c.frameHeader(fin, op, n)
 	hl := ws.HeaderSize(h.Length, h.Masked)

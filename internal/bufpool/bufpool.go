@@ -48,9 +48,14 @@ var (
 		{New: func() any { return new([Medium]byte) }},
 		{New: func() any { return new([Large]byte) }},
 	}
-	// hugePools hold the classes past Large, Large<<1 … Huge, as *[]byte
-	// of that capacity (no array type per size needed).
-	hugePools [numHuge]sync.Pool
+	// hugePools hold the classes past Large, Large<<1 … Huge, as arrays
+	// like the others (a Put converts the slice back without allocating).
+	hugePools = [numHuge]sync.Pool{
+		{New: func() any { return new([Large << 1]byte) }},
+		{New: func() any { return new([Large << 2]byte) }},
+		{New: func() any { return new([Large << 3]byte) }},
+		{New: func() any { return new([Huge]byte) }},
+	}
 	// out counts buffers of each class on loan, for Borrowed.
 	out      [3]atomic.Int64
 	outHuge  atomic.Int64 // bytes of the classes past Large on loan
@@ -98,10 +103,16 @@ func Get(n int) []byte {
 	case n <= Huge:
 		i, c := hugeClass(n)
 		outHuge.Add(int64(c))
-		if p, _ := hugePools[i].Get().(*[]byte); p != nil {
-			return (*p)[:0]
+		switch p := hugePools[i].Get().(type) {
+		case *[Large << 1]byte:
+			return p[:0]
+		case *[Large << 2]byte:
+			return p[:0]
+		case *[Large << 3]byte:
+			return p[:0]
+		default:
+			return p.(*[Huge]byte)[:0]
 		}
-		return make([]byte, 0, c)
 	}
 	oversize.Add(1)
 	return make([]byte, 0, n)
@@ -137,8 +148,16 @@ func Put(b []byte) {
 			panic("bufpool: Put of a buffer that Get did not return")
 		}
 		outHuge.Add(-int64(c))
-		b = b[:0]
-		hugePools[i].Put(&b)
+		switch i {
+		case 0:
+			hugePools[i].Put((*[Large << 1]byte)(b[:c]))
+		case 1:
+			hugePools[i].Put((*[Large << 2]byte)(b[:c]))
+		case 2:
+			hugePools[i].Put((*[Large << 3]byte)(b[:c]))
+		default:
+			hugePools[i].Put((*[Huge]byte)(b[:c]))
+		}
 	}
 }
 

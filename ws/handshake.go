@@ -348,6 +348,11 @@ func ParseResponse(b, key []byte, max int) (int, error) {
 		}
 		return 0, ErrNeedMore
 	}
+	// The limit holds however the response arrives: whole in one read or
+	// in pieces (where a prefix of max bytes is already refused above).
+	if end+len(headerEnd) > max {
+		return 0, ErrResponseTooLarge
+	}
 	head := b[:end+2]
 	eol := bytes.Index(head, crlf)
 	sl, ok := httphead.ParseResponseLine(head[:eol])

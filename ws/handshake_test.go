@@ -189,3 +189,21 @@ func FuzzParseRequest(f *testing.F) {
 		ParseResponse(in, []byte(sampleKey), 1024)
 	})
 }
+
+// A response header longer than the limit is refused whether it arrives
+// whole or in pieces (found by FuzzParseResponse: whole, it was accepted,
+// while its prefix of the limit's length was refused).
+func TestParseResponseLimitWholeOrInPieces(t *testing.T) {
+	key := []byte(sampleKey)
+	resp := AppendResponse(nil, key)
+	long := append([]byte("HTTP/1.1 101 Switching Protocols\r\nX-Pad: "+strings.Repeat("p", 2000)+"\r\n"), resp[len("HTTP/1.1 101 Switching Protocols\r\n"):]...)
+	if _, err := ParseResponse(long, key, 1024); err != ErrResponseTooLarge {
+		t.Fatalf("whole: %v", err)
+	}
+	if _, err := ParseResponse(long[:1024], key, 1024); err != ErrResponseTooLarge {
+		t.Fatalf("in pieces: %v", err)
+	}
+	if n, err := ParseResponse(resp, key, len(resp)); err != nil || n != len(resp) {
+		t.Fatalf("at the limit exactly: %d %v", n, err)
+	}
+}

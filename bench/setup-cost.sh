@@ -5,7 +5,11 @@
 # verification: security's BenchmarkHandshake/floor, CPU time) with a
 # `loadgen run -scenario connect` against a fresh `loadgen serve` (server
 # CPU from /proc: WebSocket upgrade, multistream, Noise, yamux, one echo
-# round trip, the identify the server opens). Holds the benchmark lock.
+# round trip, the identify the server opens). Each round also measures the
+# transport floor: a do-nothing Go server making the same accept, reads and
+# writes, of the same sizes and in the same order (bench/peers/tcpfloor), so
+# the table shows what is left for our code once the crypto and the
+# kernel's part of the connection are taken out. Holds the benchmark lock.
 #
 #   bash bench/setup-cost.sh              # N=3000 connections, 3 rounds
 #   N=5000 ROUNDS=5 bash bench/setup-cost.sh
@@ -17,11 +21,16 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$bin"' EXIT
 (cd "$root" && go build -o "$bin/loadgen" ./loadgen && go test -c -o "$bin/security.test" ./security)
+(cd "$root/bench/peers" && go build -o "$bin/tcpfloor" ./tcpfloor)
 lg=${BIN:-$bin/loadgen}
 
 floor() {
   "$bin/security.test" -test.run '^$' -test.bench 'BenchmarkHandshake/floor' -test.benchtime 3s |
     awk '/floor/ { for (i = 1; i <= NF; i++) if ($(i+1) == "cpu-µs/handshake") print $i }'
+}
+
+transport() {
+  "$bin/tcpfloor" -n "$N" | awk '$2 == 0 { print $1 }'
 }
 
 connect() {
@@ -38,10 +47,13 @@ connect() {
   python3 -c "import json; r = json.load(open('$bin/r.json'))['results'][0]; print(r['metrics']['server_cpu_us_per_conn'], r['errors'])"
 }
 
-echo "| round | crypto floor (cpu-µs) | server CPU per connection (µs) | ratio | errors |"
-echo "|---:|---:|---:|---:|---:|"
+echo "| round | crypto floor (cpu-µs) | transport floor (µs) | server CPU per connection (µs) | ratio to crypto floor | left for our code (µs) | errors |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
+exec 9>/tmp/swarmgate-bench.lock
+flock 9
 for r in $(seq "$ROUNDS"); do
   f=$(floor)
+  t=$(transport)
   read -r s errs < <(connect)
-  printf '| %d | %.0f | %.0f | %.2f× | %d |\n' "$r" "$f" "$s" "$(python3 -c "print($s / $f)")" "$errs"
+  printf '| %d | %.0f | %.0f | %.0f | %.2f× | %.0f | %d |\n' "$r" "$f" "$t" "$s" "$(python3 -c "print($s / $f)")" "$(python3 -c "print($s - $f - $t)")" "$errs"
 done

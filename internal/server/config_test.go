@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +91,8 @@ func TestServeConfigFile(t *testing.T) {
 		"limit-exempt": ["100.64.0.0/10", "192.0.2.7"],
 		"trusted-proxy": "10.0.0.0/8",
 		"idle-timeout": "5m",
-		"drain-timeout": "45s"
+		"drain-timeout": "45s",
+		"gc-percent": 80
 	}`
 	c, err := parseServe(t, file, "-max-conns-per-ip", "4", "-log-level", "warn", "-listen", "/ip4/127.0.0.1/tcp/0/ws")
 	if err != nil {
@@ -114,6 +117,7 @@ func TestServeConfigFile(t *testing.T) {
 		MaxStreams: 256, MemoryBudget: 2 << 30, LimitLoopback: true, TrustedProxies: multiFlag{"10.0.0.0/8"},
 		LimitExempt: multiFlag{"100.64.0.0/10", "192.0.2.7"},
 		IdleTimeout: 5 * time.Minute, DrainTimeout: 45 * time.Second,
+		GCPercent: 80,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("got  %+v\nwant %+v", *c, want)
@@ -225,5 +229,49 @@ func TestRelayConfig(t *testing.T) {
 	}
 	if rc := c.relayConfig(); rc.CircuitDuration != -1 || rc.CircuitBytes != -1 || rc.MaxReservations != 10 {
 		t.Fatalf("unlimited: %+v", rc)
+	}
+}
+
+// -gc-percent sets the Go GC target (default DefaultGCPercent), is checked,
+// can come from the -config file, and yields to a GOGC the operator set.
+func TestServeGCPercent(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	noEnv := func(string) string { return "" }
+
+	c, err := parseServe(t, "", "-listen", "/ip4/127.0.0.1/tcp/0/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GCPercent != DefaultGCPercent {
+		t.Fatalf("default -gc-percent %d, want %d", c.GCPercent, DefaultGCPercent)
+	}
+	if p, from := c.applyGCPercent(noEnv); p != strconv.Itoa(DefaultGCPercent) || from != "-gc-percent" {
+		t.Fatalf("applied %s from %s", p, from)
+	}
+	if got := debug.SetGCPercent(100); got != DefaultGCPercent {
+		t.Fatalf("runtime GC percent %d after applying, want %d", got, DefaultGCPercent)
+	}
+
+	c, err = parseServe(t, `{"gc-percent": 80}`, "-listen", "/ip4/127.0.0.1/tcp/0/ws")
+	if err != nil || c.GCPercent != 80 {
+		t.Fatalf("-config gc-percent: %d %v", c.GCPercent, err)
+	}
+	// GOGC in the environment wins: the runtime keeps what it parsed.
+	env := func(k string) string {
+		if k == "GOGC" {
+			return "200"
+		}
+		return ""
+	}
+	if p, from := c.applyGCPercent(env); p != "200" || from != "GOGC" {
+		t.Fatalf("with GOGC=200 applied %s from %s", p, from)
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("runtime GC percent changed to %d though GOGC is set", got)
+	}
+
+	if _, err := parseServe(t, "", "-gc-percent", "5"); err == nil || !strings.Contains(err.Error(), "-gc-percent") {
+		t.Fatalf("-gc-percent 5 accepted: %v", err)
 	}
 }

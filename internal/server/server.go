@@ -153,6 +153,8 @@ func wrap(s string, width int) []string {
 
 // run serves until a signal, then drains.
 func run(name string, cfg *Config, args []string, stdout io.Writer, log *slog.Logger) error {
+	gc, gcFrom := cfg.applyGCPercent(os.Getenv)
+	log.Info("Go GC target", "percent", gc, "from", gcFrom)
 	if cfg.ProfileRates {
 		runtime.SetMutexProfileFraction(100)
 		runtime.SetBlockProfileRate(100_000) // one sample per 100 µs blocked
@@ -333,10 +335,11 @@ func reload(name string, e *engine.Engine, args []string, log *slog.Logger) {
 		return
 	}
 	e.SetLimits(l)
+	gc, gcFrom := fresh.applyGCPercent(os.Getenv)
 	in := e.Limits() // defaults applied
 	log.Info("SIGHUP: limits reloaded", "max_conns", in.MaxConns, "max_conns_per_ip", in.MaxConnsPerIP,
 		"max_conns_per_subnet", in.MaxConnsPerSubnet, "conn_rate_per_ip", in.ConnRatePerIP, "max_streams", in.MaxStreams,
-		"memory_budget", in.MemoryBudget)
+		"memory_budget", in.MemoryBudget, "gc_percent", gc, "gc_percent_from", gcFrom)
 }
 
 // listenError explains a failed listen in the operator's terms.

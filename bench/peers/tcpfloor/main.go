@@ -135,17 +135,25 @@ func client(addr string) (net.Conn, error) {
 	return c, nil
 }
 
-// server accepts and plays the server's side on a goroutine per connection.
+// server listens on loopback, prints its address and serves until killed.
 func server() {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fail(err)
 	}
 	fmt.Println(ln.Addr())
+	if err := serve(ln); err != nil {
+		fail(err)
+	}
+}
+
+// serve accepts and plays the server's side on a goroutine per connection,
+// until ln fails.
+func serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			fail(err)
+			return err
 		}
 		go func() {
 			defer c.Close()

@@ -237,6 +237,37 @@ func (s *Scope) Reserve(n int) bool {
 	return true
 }
 
+// ReserveInFlight takes n bytes if the system budget has them, charging
+// the connection, the peer and the source whether or not they fit, and
+// reports whether it did (a refusal is counted as the system's). It is for
+// a buffer a compliant peer cannot avoid making us hold and the protocol
+// bounds per connection: the one partial transport frame (a Noise frame,
+// at most 64 KiB) waiting for its end. The connection's own share may be
+// full of window credit it was promised (yamux's windows are checked
+// against every level, and promised bytes are taken even past the share:
+// mux.Config.Memory), and refusing the frame there would close a peer
+// that did nothing wrong; the system budget still bounds what many
+// connections hold at once.
+func (s *Scope) ReserveInFlight(n int) bool {
+	a := s.a
+	if a == nil {
+		return true
+	}
+	if !a.budget.Reserve(n) {
+		a.metrics.memRefused[3].Inc()
+		return false
+	}
+	n64 := int64(n)
+	s.used += n64
+	if p := s.peer; p != nil {
+		p.mem.Add(n64)
+	}
+	if src := s.src; src != nil {
+		src.mem.Add(n64)
+	}
+	return true
+}
+
 // Charge takes n bytes whether or not they fit: for buffers the
 // connection cannot do without, each bounded by a limit of its own (a
 // pass's output, yamux's output queues).

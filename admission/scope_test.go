@@ -70,6 +70,53 @@ func TestScopeMemoryLevels(t *testing.T) {
 	}
 }
 
+// ReserveInFlight takes what the connection's, the peer's and the source's
+// shares no longer have, charging them all, and refuses only when the
+// system budget cannot take it (counted as the system's refusal).
+func TestScopeReserveInFlight(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a := NewAdmission(Limits{LimitLoopback: true, MaxConnsPerIP: 100, ConnRatePerIP: -1,
+		ConnMemory: 100, PeerMemory: 150, SourceMemory: 250, MemoryBudget: admitHeadroom + 400}, reg)
+	ip := netip.MustParseAddr("198.51.100.7")
+	c1, _ := admit(a, ip, t0)
+	c1.SetPeer("peer-A")
+	c2, _ := admit(a, ip, t0)
+	c2.SetPeer("peer-A")
+	if !c1.Reserve(100) || c1.Reserve(1) {
+		t.Fatal("connection share not enforced")
+	}
+	if !c1.ReserveInFlight(60) { // past the connection's and the peer's share
+		t.Fatal("refused with the system budget free")
+	}
+	if c1.Used() != 160 || c2.Available() != 0 || c2.Reserve(1) {
+		t.Fatalf("in-flight bytes not charged to every level: used %d, the peer's other connection may take %d", c1.Used(), c2.Available())
+	}
+	c3, _ := admit(a, ip, t0)
+	if !c3.ReserveInFlight(100) { // the source is at 260 of 250
+		t.Fatal("refused by the source's share")
+	}
+	if c3.Reserve(1) {
+		t.Fatal("the source's share over its limit still lends")
+	}
+	c4, _ := admit(a, netip.MustParseAddr("203.0.113.1"), t0)
+	c4.Charge(admitHeadroom + 140 - 5) // the system has 5 left
+	before := testutil.Gather(t, reg)["swarmgate_memory_refusals_total{scope=system}"]
+	if c4.ReserveInFlight(10) {
+		t.Fatal("taken past the system budget")
+	}
+	if got := testutil.Gather(t, reg)["swarmgate_memory_refusals_total{scope=system}"]; got != before+1 {
+		t.Fatalf("system refusals %v, want %v", got, before+1)
+	}
+	c1.Release(160)
+	c3.Release(100)
+	for _, c := range []*Scope{c1, c2, c3, c4} {
+		c.Close()
+	}
+	if a.Budget().Used() != 0 || a.Sources() != 0 || a.Peers() != 0 {
+		t.Fatalf("after every connection closed: used %d, sources %d, peers %d", a.Budget().Used(), a.Sources(), a.Peers())
+	}
+}
+
 // Streams count per peer, per protocol per peer and system-wide; the
 // peer's connection limit refuses SetPeer.
 func TestScopeStreams(t *testing.T) {

@@ -31,8 +31,11 @@ type PeerConn struct {
 	remote peer.ID
 	rkey   crypto.PubKey
 	// in holds bytes of the WebSocket stream that a layer could not use
-	// yet: a partial handshake message or Noise frame (pooled, nil when
-	// empty). hdr holds a partial yamux header between Noise frames.
+	// yet (pooled, nil when empty): during the upgrade, a partial
+	// handshake message; once Noise carries the session, the ciphertext
+	// so far of the one Noise frame split across inputs, whose length
+	// inLen says (read.go). hdr holds a partial yamux header between Noise
+	// frames.
 	in           []byte
 	hdr          [mux.HeaderLen]byte
 	hdrN         uint8
@@ -40,11 +43,15 @@ type PeerConn struct {
 	client       bool
 	goawaySent   bool // counted in swarmgate_yamux_goaway_total
 	goawayRecv   bool
-	inboundPings uint8         // live inbound ping streams (MaxInboundPings)
-	negotiating  []*negotiator // inbound streams choosing a protocol
-	proxied      *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
-	timers       []*Timer
-	idleSince    int64 // engine Mono since the session has had no stream; 0 while busy
+	inboundPings uint8 // live inbound ping streams (MaxInboundPings)
+	// inLen is the length of the Noise frame whose ciphertext in holds, or
+	// inHalf|b when only the first byte b of a frame's length has come
+	// (in is nil then); 0 while in holds upgrade bytes or nothing.
+	inLen       uint32
+	negotiating []*negotiator // inbound streams choosing a protocol
+	proxied     *netip.Addr   // the client behind a trusted proxy (nil: the TCP peer)
+	timers      []*Timer
+	idleSince   int64 // engine Mono since the session has had no stream; 0 while busy
 	// nextSame and prevSame link the host's index of connections to the
 	// same peer (doubly, so that a connection leaves it in O(1) however
 	// many the peer holds).

@@ -31,6 +31,20 @@ func (pc *PeerConn) EndPass(c *engine.Conn) {
 
 // input runs p through the layers, keeping what no layer could use yet.
 func (pc *PeerConn) input(p []byte) error {
+	if pc.sec != nil && pc.phase >= phaseMuxNego {
+		if pc.in != nil && pc.inLen == 0 {
+			// The upgrade's last input left the start of a Noise frame
+			// behind (prefix included): run it through frames first.
+			old := pc.in
+			pc.in = nil
+			err := pc.frames(old)
+			bufpool.Release(pc.c.Memory(), old)
+			if err != nil {
+				return err
+			}
+		}
+		return pc.frames(p)
+	}
 	// What a peer leaves pending is held between passes: it is charged to
 	// the memory budget, and refused when the budget is spent.
 	budget := pc.c.Memory()
@@ -65,6 +79,91 @@ func (pc *PeerConn) input(p []byte) error {
 		pc.in = append(nb, rest...)
 	}
 	return err
+}
+
+// inHalf marks inLen as holding the first byte of a frame's length.
+const inHalf = 1 << 16
+
+// frames runs Noise transport frames through the session: each whole
+// frame is opened where it lies in p; the one frame split across inputs
+// keeps only its ciphertext so far in pc.in (at most MaxFrame bytes: one
+// Medium buffer), completed from the front of the next input, so the rest
+// of that input is not copied. The partial frame is charged with
+// admission.Scope.ReserveInFlight: a compliant peer cannot avoid it, so
+// only the system budget refuses it.
+func (pc *PeerConn) frames(p []byte) error {
+	budget := pc.c.Memory()
+	for len(p) > 0 {
+		if pc.inLen&inHalf != 0 { // the length's second byte
+			l := int(pc.inLen&0xff)<<8 | int(p[0])
+			pc.inLen = 0
+			p = p[1:]
+			if err := pc.startFrame(l, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		if pc.in != nil { // the rest of a split frame
+			take := min(int(pc.inLen)-len(pc.in), len(p))
+			pc.in = append(pc.in, p[:take]...)
+			p = p[take:]
+			if len(pc.in) < int(pc.inLen) {
+				return nil
+			}
+			ct := pc.in
+			err := pc.openFrame(ct)
+			bufpool.Release(budget, ct)
+			pc.in, pc.inLen = nil, 0
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		ct, n, err := security.ParseFrame(p)
+		if err == security.ErrNeedMore {
+			if len(p) < security.FrameHeader {
+				pc.inLen = inHalf | uint32(p[0])
+				return nil
+			}
+			return pc.startFrame(int(binary.BigEndian.Uint16(p)), p[security.FrameHeader:])
+		}
+		if err != nil {
+			return err
+		}
+		if err := pc.openFrame(ct); err != nil {
+			return err
+		}
+		p = p[n:]
+	}
+	return nil
+}
+
+// startFrame begins holding a frame of l ciphertext bytes, of which part
+// has come.
+func (pc *PeerConn) startFrame(l int, part []byte) error {
+	if l < security.TagSize {
+		return security.ErrFrameTooShort
+	}
+	budget := pc.c.Memory()
+	if !budget.ReserveInFlight(bufpool.Class(l)) {
+		return errMemoryBudget
+	}
+	pc.in = append(bufpool.Get(l), part...)
+	pc.inLen = uint32(l)
+	return nil
+}
+
+// openFrame decrypts one whole frame's ciphertext in place and hands the
+// plaintext on.
+func (pc *PeerConn) openFrame(ct []byte) error {
+	pt, err := pc.sec.Open(ct)
+	if err != nil {
+		return err
+	}
+	m := pc.h.metrics
+	m.frames[0].Inc()
+	m.layerBytes[0].Add(float64(len(pt)))
+	return pc.plainInput(pt)
 }
 
 // errMemoryBudget ends a connection whose pending input the memory budget

@@ -744,7 +744,7 @@ func TestAttackHeaderBodyNeverComes(t *testing.T) {
 		}, 0, 1008, "yamux_keepalive_timeout"},
 		{"Noise frame length", true, func(p *adversary.Peer) error {
 			return p.WriteRaw(append([]byte{0xff, 0xff}, make([]byte, 100)...))
-		}, bufpool.Large, 1008, "yamux_keepalive_timeout"},
+		}, bufpool.Medium, 1008, "yamux_keepalive_timeout"},
 		{"WebSocket frame length", false, func(p *adversary.Peer) error {
 			_, err := p.WS.UnderlyingConn().Write(wsHeader(ws.DefaultMaxMessageSize))
 			return err

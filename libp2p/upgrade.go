@@ -197,9 +197,9 @@ func (pc *PeerConn) startMux() {
 	cfg := pc.h.muxConfig()
 	cfg.OnStream = pc.onStream
 	cfg.Memory = pc.c.Memory() // stream buffers and output charged to the connection's share
-	// A partial Noise frame kept between reads (PeerConn.in, at most one
-	// frame, pooled in the Large class) is charged below the session.
-	cfg.MemoryHeadroom = bufpool.Large
+	// A partial Noise frame kept between reads (PeerConn.in: at most one
+	// frame's ciphertext, one Medium buffer) is charged below the session.
+	cfg.MemoryHeadroom = bufpool.Medium
 	// One stream's window may grow to half the share at most: the rest
 	// stays for other streams, queued output and a partial frame, so a
 	// single fast stream cannot crowd its connection out of its share.

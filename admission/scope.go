@@ -29,11 +29,12 @@ const (
 	// DefaultConnMemory is the most one connection may hold: stream receive
 	// buffers and unconsumed data, queued output, partial frames and
 	// records, negotiation and request buffers. 4 MiB is one stream
-	// auto-tuned to yamux's largest window, or sixteen streams each filled
-	// to the 256 KiB initial window: a transfer at full speed fits, a peer
-	// that makes every stream hold data does not. Near it the connection's
-	// windows stop growing and new streams are refused; past it the
-	// connection is closed.
+	// auto-tuned to yamux's largest window, or about fourteen streams each
+	// filled to the 256 KiB initial window beside the room the session
+	// keeps for its queued output: a transfer at full speed fits, a peer
+	// that makes every stream hold data does not (the streams past it are
+	// reset). Near it the connection's windows stop growing and new
+	// streams are refused.
 	DefaultConnMemory = 4 << 20
 	// DefaultPeerMemory bounds one peer across its connections: two full
 	// connections (a peer dialling both /ws and /tls/ws).

@@ -34,7 +34,8 @@ const (
 	// keeps for its queued output: a transfer at full speed fits, a peer
 	// that makes every stream hold data does not (the streams past it are
 	// reset). Near it the connection's windows stop growing and new
-	// streams are refused.
+	// streams are refused; a peer whose unparsed input outgrows it is cut
+	// (engine.InboundLimiter).
 	DefaultConnMemory = 4 << 20
 	// DefaultPeerMemory bounds one peer across its connections: two full
 	// connections (a peer dialling both /ws and /tls/ws).

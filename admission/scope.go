@@ -259,14 +259,7 @@ func (s *Scope) ReserveInFlight(n int) bool {
 		a.metrics.memRefused[3].Inc()
 		return false
 	}
-	n64 := int64(n)
-	s.used += n64
-	if p := s.peer; p != nil {
-		p.mem.Add(n64)
-	}
-	if src := s.src; src != nil {
-		src.mem.Add(n64)
-	}
+	s.chargeShares(int64(n))
 	return true
 }
 
@@ -277,15 +270,20 @@ func (s *Scope) Charge(n int) {
 	if s.a == nil {
 		return
 	}
-	n64 := int64(n)
-	s.used += n64
+	s.chargeShares(int64(n))
+	s.a.budget.Charge(n)
+}
+
+// chargeShares adds n to the connection's, the peer's and the source's
+// shares, unchecked (the system budget is the caller's).
+func (s *Scope) chargeShares(n int64) {
+	s.used += n
 	if p := s.peer; p != nil {
-		p.mem.Add(n64)
+		p.mem.Add(n)
 	}
 	if src := s.src; src != nil {
-		src.mem.Add(n64)
+		src.mem.Add(n)
 	}
-	s.a.budget.Charge(n)
 }
 
 // Release returns n bytes taken with Reserve or Charge.

@@ -8,12 +8,19 @@ import (
 	"github.com/swarmgate/swarmgate/internal/testutil"
 )
 
+// levelsAdmission has small memory shares at every level: a connection
+// 100 bytes, a peer 150, a source 250, the system 400 beyond what
+// admission keeps for accepting.
+func levelsAdmission(reg *prometheus.Registry) *Admission {
+	return NewAdmission(Limits{LimitLoopback: true, MaxConnsPerIP: 100, ConnRatePerIP: -1,
+		ConnMemory: 100, PeerMemory: 150, SourceMemory: 250, MemoryBudget: admitHeadroom + 400}, reg)
+}
+
 // A charge fits only where it fits at every level; each refusal is counted
 // by its scope; closing every scope returns every level to zero.
 func TestScopeMemoryLevels(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	a := NewAdmission(Limits{LimitLoopback: true, MaxConnsPerIP: 100, ConnRatePerIP: -1,
-		ConnMemory: 100, PeerMemory: 150, SourceMemory: 250, MemoryBudget: admitHeadroom + 400}, reg)
+	a := levelsAdmission(reg)
 	ip := netip.MustParseAddr("198.51.100.7")
 	c1, err := admit(a, ip, t0)
 	if err != nil {
@@ -75,8 +82,7 @@ func TestScopeMemoryLevels(t *testing.T) {
 // system budget cannot take it (counted as the system's refusal).
 func TestScopeReserveInFlight(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	a := NewAdmission(Limits{LimitLoopback: true, MaxConnsPerIP: 100, ConnRatePerIP: -1,
-		ConnMemory: 100, PeerMemory: 150, SourceMemory: 250, MemoryBudget: admitHeadroom + 400}, reg)
+	a := levelsAdmission(reg)
 	ip := netip.MustParseAddr("198.51.100.7")
 	c1, _ := admit(a, ip, t0)
 	c1.SetPeer("peer-A")

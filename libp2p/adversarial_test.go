@@ -42,10 +42,12 @@ import (
 // shareSlack is what a connection may hold beyond its reserved share:
 // buffers charged rather than reserved because the connection cannot do
 // without them, each bounded on its own: yamux's data and control output
-// queues (MaxOutput 256 KiB, MaxControlOutput 64 KiB, each its pool class)
-// and the pass's outbound buffer while a flush waits for the peer (one
-// 64 KiB class).
-const shareSlack = 256<<10 + 64<<10 + 64<<10
+// queues (MaxOutput 256 KiB and the slack of one 64 KiB segment a frame
+// did not fill, MaxControlOutput 64 KiB), the pass's outbound buffer
+// while a flush waits for the peer (one 64 KiB class), and the one Noise
+// frame split across reads (its ciphertext: one 64 KiB class, refused
+// only by the system budget).
+const shareSlack = 256<<10 + 64<<10 + 64<<10 + 64<<10 + 64<<10
 
 // goodClient is a well-behaved peer on a connection of its own.
 type goodClient struct {

@@ -198,8 +198,11 @@ func (pc *PeerConn) startMux() {
 	cfg.OnStream = pc.onStream
 	cfg.Memory = pc.c.Memory() // stream buffers and output charged to the connection's share
 	// A partial Noise frame kept between reads (PeerConn.in: at most one
-	// frame's ciphertext, one Medium buffer) is charged below the session.
-	cfg.MemoryHeadroom = bufpool.Medium
+	// frame's ciphertext, one Medium buffer) is charged below the session;
+	// the rest of this room absorbs promised credit rounded up to buffer
+	// classes (taken past the share: mux.Config.Memory), so that the
+	// connection stays within its share plus its output queues.
+	cfg.MemoryHeadroom = bufpool.Large
 	// One stream's window may grow to half the share at most: the rest
 	// stays for other streams, queued output and a partial frame, so a
 	// single fast stream cannot crowd its connection out of its share.

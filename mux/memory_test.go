@@ -377,8 +377,9 @@ func TestWithheldGrantRetriedWhenCreditReturns(t *testing.T) {
 	s.Input(frame(TypeWindowUpdate, FlagSYN, 3, 0), t0)
 	drain(s)
 	// Two streams each use their whole initial window; the handler takes
-	// every byte as it arrives. The first stream's update is affordable,
-	// the second's is not (the first's promised credit is counted).
+	// every byte as it arrives. One update is affordable, the other is not
+	// (the first's promised credit is counted, and so is the initial
+	// window still outstanding while the first is decided).
 	s.Input(frame(TypeData, 0, 1, InitialWindow, full...), t0)
 	s.Input(frame(TypeData, 0, 3, InitialWindow, full...), t0)
 	hs := parseFrames(t, drain(s))
@@ -388,20 +389,64 @@ func TestWithheldGrantRetriedWhenCreditReturns(t *testing.T) {
 			granted[h.StreamID] += h.Length
 		}
 	}
-	if granted[1] == 0 || granted[3] != 0 || s.withheld != 1 {
-		t.Fatalf("grants %v, withheld %d: want stream 1 granted, stream 3 withheld", granted, s.withheld)
+	if len(granted) != 1 || s.withheld != 1 {
+		t.Fatalf("grants %v, withheld %d: want one stream granted, the other withheld", granted, s.withheld)
 	}
-	// The peer resets stream 1: the credit promised to it comes back, and
-	// stream 3's update must go out without any buffer being released.
-	s.Input(frame(TypeWindowUpdate, FlagRST, 1, 0), t0)
+	var got, other uint32 = 1, 3
+	if granted[3] != 0 {
+		got, other = 3, 1
+	}
+	// The peer resets the granted stream: the credit promised to it comes
+	// back, and the other's update must go out without any buffer being
+	// released.
+	s.Input(frame(TypeWindowUpdate, FlagRST, got, 0), t0)
 	hs = parseFrames(t, drain(s))
-	got := uint32(0)
+	n := uint32(0)
 	for _, h := range hs {
-		if h.Type == TypeWindowUpdate && h.StreamID == 3 {
-			got += h.Length
+		if h.Type == TypeWindowUpdate && h.StreamID == other {
+			n += h.Length
 		}
 	}
-	if got == 0 || s.withheld != 0 {
-		t.Fatalf("stream 3 granted %d after room came back (withheld %d)", got, s.withheld)
+	if n == 0 || s.withheld != 0 {
+		t.Fatalf("stream %d granted %d after room came back (withheld %d)", other, n, s.withheld)
+	}
+}
+
+// Window credit granted to one stream never takes the room the initial
+// window of another needs: with a share of two initial windows (beside the
+// output room), a stream whose handler consumes at once is not granted
+// more while a second stream's initial window is outstanding, so when that
+// window arrives whole and its handler holds it, the bytes fit and the
+// stream is not reset.
+func TestGrantLeavesRoomForInitialWindows(t *testing.T) {
+	m := &testMeter{limit: 2*InitialWindow + outputRoom}
+	var refusals []string
+	var sts []*Stream
+	s := NewServer(Config{KeepAliveInterval: -1, Memory: m, OnRefuse: func(x string) { refusals = append(refusals, x) },
+		OnStream: func(st *Stream) {
+			sts = append(sts, st)
+			if st.ID() == 1 {
+				st.Accept(&recorder{consume: true})
+			} else {
+				st.Accept(holding())
+			}
+		}}, t0)
+	s.rtt = time.Millisecond // window auto-tuning on
+	full := make([]byte, InitialWindow)
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 1, 0), t0)
+	s.Input(frame(TypeWindowUpdate, FlagSYN, 3, 0), t0)
+	drain(s)
+	// Stream 1 streams on: each window it uses is granted again.
+	for range 4 {
+		s.Input(frame(TypeData, 0, 1, InitialWindow/2, full[:InitialWindow/2]...), t0)
+		drain(s)
+	}
+	// Stream 3's initial window arrives whole, and its handler holds it.
+	s.Input(frame(TypeData, 0, 3, InitialWindow, full...), t0)
+	if len(sts) != 2 || sts[1].State() != StreamOpen || sts[1].Buffered() != InitialWindow || len(refusals) != 0 {
+		t.Fatalf("the second stream's initial window: %d streams, state %v, %d buffered, refusals %v", len(sts), sts[1].State(), sts[1].Buffered(), refusals)
+	}
+	if m.used > m.limit {
+		t.Fatalf("%d charged, share %d", m.used, m.limit)
 	}
 }

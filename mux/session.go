@@ -717,9 +717,24 @@ func earliest(a, b time.Time) time.Time {
 // room is what Memory can still take for stream data we have not promised
 // yet: what is available, less the credit our window updates promised
 // (extra) and the headroom kept for the charges nothing refuses (the
-// output queues up to their bounds, the layers below).
+// output queues up to their bounds, the layers below). A new stream is
+// admitted against it: its initial window is yamux's, granted unbacked.
 func (s *Session) room() int64 {
 	return int64(s.cfg.Memory.Available()) - s.extra - s.headroom()
+}
+
+// grantRoom is what a window update may promise: room, less the credit
+// the peer holds unbacked (the initial windows of open streams) and the
+// rest of a Data frame still arriving. Credit granted to one stream must
+// never take the room another stream's initial window needs: a compliant
+// peer that fills the initial windows of a few streams after we promised
+// more to others would otherwise have those streams reset.
+func (s *Session) grantRoom() int64 {
+	inFrame := int64(0)
+	if s.rxStream != nil {
+		inFrame = int64(s.rxRemain)
+	}
+	return s.room() - (s.credit - s.extra) - inFrame
 }
 
 // headroom is what may still be charged without refusal: the output

@@ -612,15 +612,16 @@ func (st *Stream) grant() {
 		free = classLarge - used
 	}
 	// The credit we grant may all arrive and be held: withhold it while the
-	// meter, less the credit already granted, cannot afford it (the peer
-	// waits, as flow control intends) and grant it once buffers are
-	// released (Session.retryWithheld). Only a stream's initial window is
-	// credit we never backed: yamux grants it at open, and a peer that
-	// fills more of those than the share holds gets those streams reset.
+	// meter, less all the credit the peer already holds (promised, and the
+	// initial windows of open streams), cannot afford it (the peer waits,
+	// as flow control intends) and grant it once buffers are released
+	// (Session.retryWithheld). Only a stream's initial window is credit we
+	// never backed: yamux grants it at open, and a peer that fills more of
+	// those than the share holds gets those streams reset.
 	m := s.cfg.Memory
 	room := int64(math.MaxInt64)
 	if m != nil {
-		room = s.room()
+		room = s.grantRoom()
 	}
 	if room < int64(free) {
 		if st.flags&fWithheld == 0 {

@@ -32,53 +32,61 @@ func (pc *PeerConn) EndPass(c *engine.Conn) {
 // input runs p through the layers, keeping what no layer could use yet.
 func (pc *PeerConn) input(p []byte) error {
 	if pc.sec != nil && pc.phase >= phaseMuxNego {
-		if pc.in != nil && pc.inLen == 0 {
-			// The upgrade's last input left the start of a Noise frame
-			// behind (prefix included): run it through frames first.
-			old := pc.in
-			pc.in = nil
-			err := pc.frames(old)
-			bufpool.Release(pc.c.Memory(), old)
-			if err != nil {
-				return err
-			}
-		}
 		return pc.frames(p)
 	}
-	// What a peer leaves pending is held between passes: it is charged to
-	// the memory budget, and refused when the budget is spent.
+	// During the upgrade, what a peer leaves pending (a partial handshake
+	// message) is held between passes: it is charged to the memory budget,
+	// and refused when the budget is spent. Noise frames after the
+	// handshake are frames' to hold (process hands them on).
 	budget := pc.c.Memory()
 	buf := p
-	if pc.in != nil {
+	held := pc.in
+	if held != nil {
 		var ok bool
-		if pc.in, ok = bufpool.TryGrow(budget, pc.in, len(p)); !ok {
+		if held, ok = bufpool.TryGrow(budget, held, len(p)); !ok {
 			return errMemoryBudget
 		}
-		pc.in = append(pc.in, p...)
-		buf = pc.in
+		held = append(held, p...)
+		buf = held
+		pc.in = nil
 	}
 	n, err := pc.process(buf)
 	rest := buf[n:]
 	switch {
-	case pc.in != nil && len(rest) == 0:
-		bufpool.Release(budget, pc.in)
-		pc.in = nil
-	case pc.in != nil:
-		pc.in = pc.in[:copy(pc.in, rest)]
+	case held != nil && len(rest) == 0:
+		bufpool.Release(budget, held)
+	case held != nil:
+		pc.in = held[:copy(held, rest)]
 	case len(rest) > 0 && err == nil:
-		// A Noise frame split across reads: its length prefix says how
-		// large the buffer must grow, so it is taken at its class once.
-		need := len(rest)
-		if pc.sec != nil && pc.phase >= phaseMuxNego && len(rest) >= security.FrameHeader {
-			need = max(need, security.FrameHeader+int(binary.BigEndian.Uint16(rest)))
-		}
-		nb, ok := bufpool.TryGet(budget, need)
+		nb, ok := bufpool.TryGet(budget, len(rest))
 		if !ok {
 			return errMemoryBudget
 		}
 		pc.in = append(nb, rest...)
 	}
 	return err
+}
+
+// errMemoryBudget ends a connection whose pending input the memory budget
+// cannot hold: close 1013 (try again later).
+var errMemoryBudget = &ws.ProtocolError{Code: ws.CloseTryAgainLater, Token: "memory_budget"}
+
+// process consumes what it can of b and returns how much: the upgrade's
+// messages, then what follows them in b (the plaintext stream, or Noise
+// frames through frames).
+func (pc *PeerConn) process(b []byte) (int, error) {
+	off := 0
+	for pc.phase < phaseMuxNego {
+		n, done, err := pc.handshakeStep(b[off:])
+		off += n
+		if err != nil || !done {
+			return off, err
+		}
+	}
+	if pc.sec == nil { // plaintext: the stream is the plaintext
+		return len(b), pc.plainInput(b[off:])
+	}
+	return len(b), pc.frames(b[off:])
 }
 
 // inHalf marks inLen as holding the first byte of a frame's length.
@@ -164,42 +172,6 @@ func (pc *PeerConn) openFrame(ct []byte) error {
 	m.frames[0].Inc()
 	m.layerBytes[0].Add(float64(len(pt)))
 	return pc.plainInput(pt)
-}
-
-// errMemoryBudget ends a connection whose pending input the memory budget
-// cannot hold: close 1013 (try again later).
-var errMemoryBudget = &ws.ProtocolError{Code: ws.CloseTryAgainLater, Token: "memory_budget"}
-
-// process consumes what it can of b and returns how much.
-func (pc *PeerConn) process(b []byte) (int, error) {
-	off := 0
-	for pc.phase < phaseMuxNego {
-		n, done, err := pc.handshakeStep(b[off:])
-		off += n
-		if err != nil || !done {
-			return off, err
-		}
-	}
-	if pc.sec == nil { // plaintext: the stream is the plaintext
-		return len(b), pc.plainInput(b[off:])
-	}
-	for off < len(b) {
-		pt, n, err := pc.sec.ReadFrame(b[off:])
-		if err == security.ErrNeedMore {
-			break
-		}
-		if err != nil {
-			return off, err
-		}
-		off += n
-		m := pc.h.metrics
-		m.frames[0].Inc()
-		m.layerBytes[0].Add(float64(len(pt)))
-		if err := pc.plainInput(pt); err != nil {
-			return off, err
-		}
-	}
-	return off, nil
 }
 
 // plainInput feeds decrypted bytes to the muxer negotiation or the session.
